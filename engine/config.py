@@ -1,0 +1,109 @@
+"""Settings read from the environment: one documented list, so the README and `--help` share it.
+
+Each setting is (name, default, help). `Settings.from_env()` reads them once; code passes the
+resulting object around instead of reading `os.environ` itself, so tests can build their own.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+DATABASE_URL_DEFAULT = "postgresql:///durable_agent"
+LEASE_SECONDS_DEFAULT = 15.0
+HEARTBEAT_SECONDS_DEFAULT = 5.0
+RETRY_BASE_SECONDS_DEFAULT = 1.0
+RETRY_MAX_SECONDS_DEFAULT = 60.0
+DEFAULT_MAX_ATTEMPTS_DEFAULT = 5
+WORKER_CONCURRENCY_DEFAULT = 8
+REAPER_INTERVAL_SECONDS_DEFAULT = 0.2
+POLL_SECONDS_DEFAULT = 2.0
+SHUTDOWN_GRACE_SECONDS_DEFAULT = 10.0
+STEP_TIMEOUT_SECONDS_DEFAULT = 300.0
+MAX_STEPS_PER_RUN_DEFAULT = 50
+MAX_EDGES_PER_RUN_DEFAULT = 400
+MAX_INPUT_BYTES_DEFAULT = 65536
+MAX_ACTIVE_RUNS_DEFAULT = 200
+MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT = 20
+RETENTION_HOURS_DEFAULT = 24.0
+RESTART_GRACE_SECONDS_DEFAULT = 15.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the engine; the metadata `help` of each field is its documentation."""
+
+    database_url: str = field(default=DATABASE_URL_DEFAULT, metadata={
+        "env": "DATABASE_URL", "help": "libpq URL of the Postgres database (queue, locks, events, audit)."})
+    lease_seconds: float = field(default=LEASE_SECONDS_DEFAULT, metadata={
+        "env": "LEASE_SECONDS", "help": "How long a claimed step stays leased without a heartbeat; an "
+        "expired lease is reclaimed even if its worker's connection is alive."})
+    heartbeat_seconds: float = field(default=HEARTBEAT_SECONDS_DEFAULT, metadata={
+        "env": "HEARTBEAT_SECONDS", "help": "How often a worker renews the leases of the steps it runs."})
+    retry_base_seconds: float = field(default=RETRY_BASE_SECONDS_DEFAULT, metadata={
+        "env": "RETRY_BASE_SECONDS", "help": "First retry delay; doubles per attempt, with full jitter."})
+    retry_max_seconds: float = field(default=RETRY_MAX_SECONDS_DEFAULT, metadata={
+        "env": "RETRY_MAX_SECONDS", "help": "Cap of the retry delay."})
+    default_max_attempts: int = field(default=DEFAULT_MAX_ATTEMPTS_DEFAULT, metadata={
+        "env": "DEFAULT_MAX_ATTEMPTS", "help": "Attempts of a step that sets no `maxAttempts`."})
+    worker_concurrency: int = field(default=WORKER_CONCURRENCY_DEFAULT, metadata={
+        "env": "WORKER_CONCURRENCY", "help": "Step slots (threads) per worker process."})
+    reaper_interval_seconds: float = field(default=REAPER_INTERVAL_SECONDS_DEFAULT, metadata={
+        "env": "REAPER_INTERVAL_SECONDS", "help": "How often each worker's reaper looks for dead "
+        "workers and expired leases; bounds crash detection time."})
+    poll_seconds: float = field(default=POLL_SECONDS_DEFAULT, metadata={
+        "env": "POLL_SECONDS", "help": "Longest a worker waits for a NOTIFY before it polls anyway."})
+    shutdown_grace_seconds: float = field(default=SHUTDOWN_GRACE_SECONDS_DEFAULT, metadata={
+        "env": "SHUTDOWN_GRACE_SECONDS", "help": "On SIGTERM, how long running steps may finish "
+        "before the worker releases them to other workers and exits."})
+    step_timeout_seconds: float = field(default=STEP_TIMEOUT_SECONDS_DEFAULT, metadata={
+        "env": "STEP_TIMEOUT_SECONDS", "help": "Timeout of a step that sets no `timeoutSeconds`."})
+    max_steps_per_run: int = field(default=MAX_STEPS_PER_RUN_DEFAULT, metadata={
+        "env": "MAX_STEPS_PER_RUN", "help": "Largest run accepted, in steps."})
+    max_edges_per_run: int = field(default=MAX_EDGES_PER_RUN_DEFAULT, metadata={
+        "env": "MAX_EDGES_PER_RUN", "help": "Largest run accepted, in dependency edges."})
+    max_input_bytes: int = field(default=MAX_INPUT_BYTES_DEFAULT, metadata={
+        "env": "MAX_INPUT_BYTES", "help": "Largest total size of the steps' inputs of one run (JSON bytes)."})
+    max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
+        "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
+        "0 disables the cap."})
+    max_active_runs_per_client: int = field(default=MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT, metadata={
+        "env": "MAX_ACTIVE_RUNS_PER_CLIENT", "help": "Running runs allowed at once per web client "
+        "(by address); 0 disables the cap."})
+    retention_hours: float = field(default=RETENTION_HOURS_DEFAULT, metadata={
+        "env": "RETENTION_HOURS", "help": "Finished runs older than this are pruned with their steps "
+        "and audit rows; 0 keeps everything."})
+    restart_grace_seconds: float = field(default=RESTART_GRACE_SECONDS_DEFAULT, metadata={
+        "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, how long a free liveness lock "
+        "is not read as a dead worker, so live workers can reconnect first."})
+    llm_base_url: str = field(default="", metadata={
+        "env": "LLM_BASE_URL", "help": "OpenAI-compatible endpoint for `llm_call` steps (e.g. "
+        "https://api.openai.com/v1); empty uses the deterministic offline model."})
+    llm_api_key: str = field(default="", metadata={
+        "env": "LLM_API_KEY", "help": "Bearer token sent to LLM_BASE_URL."})
+    llm_model: str = field(default="gpt-4o-mini", metadata={
+        "env": "LLM_MODEL", "help": "Model name sent to LLM_BASE_URL."})
+    supervisor_socket: str = field(default="", metadata={
+        "env": "SUPERVISOR_SOCKET", "help": "supervisord's unix control socket; when set, the Kill "
+        "button signals workers through it."})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from the environment; a malformed number is a clear error."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{f.metadata['env']} must be a {kind.__name__}, got {raw!r}") from None
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def documented_settings() -> list[tuple[str, object, str]]:
+    """(environment name, default, help) of every setting, for docs and `--help`."""
+    return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(Settings)]

@@ -1,0 +1,49 @@
+"""The engine's exceptions. Driver errors are translated at the store's edge into these."""
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """The engine could not do what was asked."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class InvalidRun(EngineError):
+    """The run is invalid."""
+
+
+class TooLarge(InvalidRun):
+    """The run is larger than the configured limits."""
+
+
+class NotFound(EngineError):
+    """No such run or step."""
+
+
+class Conflict(EngineError):
+    """The request conflicts with the current state."""
+
+
+class RateLimited(EngineError):
+    """Too many requests; try again later."""
+
+    def __init__(self, message: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(EngineError):
+    """The database is unavailable."""
+
+
+class PermanentError(Exception):
+    """Raised by a handler: the step failed and retrying will not help; dead-letter it now."""
+
+
+class RetryAfter(Exception):
+    """Raised by a handler: retry this step after `seconds` (e.g. an HTTP 429 with Retry-After)."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"retry requested after {seconds:g}s")
+        self.seconds = seconds

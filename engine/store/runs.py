@@ -1,0 +1,212 @@
+"""Runs: submit (validated spec → rows, one transaction), read, list, cancel; and redrive of a
+dead-lettered step, which re-opens its run."""
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from engine.dag import RunSpec
+from engine.errors import Conflict, NotFound, RateLimited
+from engine.store.events import notify_events, notify_steps_ready
+
+_INSERT_RUN = """
+INSERT INTO runs (goal, idempotency_key, request_hash, client, step_count)
+VALUES (%(goal)s, %(key)s, %(hash)s, %(client)s, %(count)s)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+_INSERT_STEPS = """
+WITH new_steps AS (
+    INSERT INTO steps (run_id, name, kind, tool, input, status, max_attempts, attempt_limit,
+                       timeout_seconds, backoff_base, backoff_max, pending_deps)
+    SELECT %(run)s, name, kind, tool, input, CASE WHEN deps = 0 THEN 'ready' ELSE 'pending' END,
+           max_attempts, max_attempts, timeout, base, cap, deps
+    FROM unnest(%(names)s::text[], %(kinds)s::text[], %(tools)s::text[], %(inputs)s::jsonb[],
+                %(max_attempts)s::int[], %(timeouts)s::float8[], %(bases)s::float8[], %(caps)s::float8[],
+                %(deps)s::int[]) WITH ORDINALITY
+        AS t(name, kind, tool, input, max_attempts, timeout, base, cap, deps, ord)
+    ORDER BY ord
+    RETURNING id, name, status
+), edges AS (
+    INSERT INTO step_deps (step_id, depends_on)
+    SELECT child.id, parent.id
+    FROM unnest(%(edge_children)s::text[], %(edge_parents)s::text[]) AS e(child, parent)
+    JOIN new_steps child ON child.name = e.child
+    JOIN new_steps parent ON parent.name = e.parent
+)
+INSERT INTO audit_log (run_id, step_id, event, detail)
+SELECT %(run)s, NULL, 'run_created', jsonb_build_object('goal', %(goal)s::text, 'steps', %(count)s::int)
+UNION ALL
+SELECT * FROM (SELECT %(run)s::uuid, id, 'step_ready', NULL::jsonb FROM new_steps WHERE status = 'ready' ORDER BY id) r
+"""
+
+
+def run_submit(conn: psycopg.Connection, spec: RunSpec, client: str | None = None,
+               max_active: int = 0, max_active_per_client: int = 0) -> tuple[UUID, bool]:
+    """Store a validated run; returns (run id, created). A repeated idempotency key returns the
+    existing run (created=False); the same key with a different body raises Conflict."""
+    with conn.transaction():
+        if spec.idempotency_key:
+            existing = _run_by_key(conn, spec)
+            if existing:
+                return existing, False
+        _check_active_caps(conn, client, max_active, max_active_per_client)
+        row = conn.execute(_INSERT_RUN, {"goal": spec.goal, "key": spec.idempotency_key, "hash": spec.request_hash,
+                                         "client": client, "count": len(spec.steps)}).fetchone()
+        if row is None:  # a concurrent submission with the same key committed first
+            existing = _run_by_key(conn, spec)
+            assert existing is not None
+            return existing, False
+        run_id = row["id"]
+        edges = [(s.name, parent) for s in spec.steps for parent in s.depends_on]
+        conn.execute(_INSERT_STEPS, {
+            "run": run_id, "goal": spec.goal, "count": len(spec.steps),
+            "names": [s.name for s in spec.steps], "kinds": [s.kind for s in spec.steps],
+            "tools": [s.tool for s in spec.steps], "inputs": [json.dumps(s.input) for s in spec.steps],
+            "max_attempts": [s.max_attempts for s in spec.steps],
+            "timeouts": [s.timeout_seconds for s in spec.steps],
+            "bases": [s.backoff_base for s in spec.steps], "caps": [s.backoff_max for s in spec.steps],
+            "deps": [len(s.depends_on) for s in spec.steps],
+            "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
+        })
+        notify_events(conn)
+        notify_steps_ready(conn)
+    return run_id, True
+
+
+def _run_by_key(conn: psycopg.Connection, spec: RunSpec) -> UUID | None:
+    row = conn.execute("SELECT id, request_hash FROM runs WHERE idempotency_key = %s",
+                       (spec.idempotency_key,)).fetchone()
+    if row is None:
+        return None
+    if row["request_hash"] != spec.request_hash:
+        raise Conflict(f"idempotency key {spec.idempotency_key!r} was already used for a different run ({row['id']})")
+    return row["id"]
+
+
+def _check_active_caps(conn: psycopg.Connection, client: str | None, max_active: int, per_client: int) -> None:
+    if max_active:
+        row = conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'running'").fetchone()
+        if row["n"] >= max_active:
+            raise RateLimited(f"{row['n']} runs are active, the limit is {max_active}; try again when some finish", 5)
+    if per_client and client:
+        row = conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'running' AND client = %s",
+                           (client,)).fetchone()
+        if row["n"] >= per_client:
+            raise RateLimited(f"you have {row['n']} active runs, the limit is {per_client}; try again when some finish", 5)
+
+
+def run_get(conn: psycopg.Connection, run_id: UUID | str) -> dict[str, Any]:
+    """The run and its steps, in the shape of `GET /api/runs/<id>` plus fields the run page uses."""
+    run = conn.execute("SELECT id, goal, status, idempotency_key, step_count, created_at, finished_at "
+                       "FROM runs WHERE id = %s", (run_id,)).fetchone()
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    steps = conn.execute(
+        """
+        SELECT s.id, s.name, s.kind, s.tool, s.status, s.attempt, s.max_attempts, s.attempt_limit,
+               s.input, s.output, s.last_error, s.reclaims, s.lease_owner, s.run_at, s.created_at,
+               s.started_at, s.finished_at,
+               coalesce((SELECT array_agg(p.name ORDER BY p.id) FROM step_deps d JOIN steps p ON p.id = d.depends_on
+                         WHERE d.step_id = s.id), '{}') AS depends_on
+        FROM steps s WHERE s.run_id = %s ORDER BY s.id
+        """, (run_id,)).fetchall()
+    return {
+        "id": str(run["id"]), "goal": run["goal"], "status": run["status"],
+        "idempotencyKey": run["idempotency_key"], "createdAt": run["created_at"].isoformat(),
+        "finishedAt": run["finished_at"].isoformat() if run["finished_at"] else None,
+        "steps": [{
+            "id": s["id"], "name": s["name"], "kind": s["kind"], "tool": s["tool"], "status": s["status"],
+            "attempt": s["attempt"], "maxAttempts": s["max_attempts"], "attemptLimit": s["attempt_limit"],
+            "dependsOn": list(s["depends_on"]), "input": s["input"], "output": s["output"],
+            "error": s["last_error"], "reclaims": s["reclaims"], "worker": s["lease_owner"],
+            "runAt": s["run_at"].isoformat(),
+            "startedAt": s["started_at"].isoformat() if s["started_at"] else None,
+            "finishedAt": s["finished_at"].isoformat() if s["finished_at"] else None,
+        } for s in steps],
+    }
+
+
+def run_list(conn: psycopg.Connection, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+    """Newest runs first, with step counts by status."""
+    return conn.execute(
+        """
+        SELECT r.id, r.goal, r.status, r.created_at, r.finished_at, r.step_count,
+               (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'succeeded') AS succeeded,
+               (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'dead_letter') AS dead
+        FROM runs r WHERE %(status)s::text IS NULL OR r.status = %(status)s
+        ORDER BY r.created_at DESC LIMIT %(limit)s
+        """, {"status": status, "limit": limit}).fetchall()
+
+
+def run_cancel(conn: psycopg.Connection, run_id: UUID | str, by: str | None = None) -> int:
+    """Cancel a running run: its unfinished steps become cancelled (a running step's late result
+    is then discarded by fencing). Returns the number of steps cancelled."""
+    with conn.transaction():
+        # Steps first, then the run: the same lock order as recording results.
+        steps = conn.execute(
+            """
+            WITH cancelled AS (
+                UPDATE steps SET status = 'cancelled', finished_at = now(),
+                       lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
+                WHERE run_id = %(run)s AND status IN ('pending', 'ready', 'running')
+                  AND EXISTS (SELECT 1 FROM runs WHERE id = %(run)s AND status = 'running')
+                RETURNING id, attempt
+            )
+            INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
+            SELECT %(run)s, id, %(by)s, 'step_cancelled', attempt FROM cancelled ORDER BY id
+            RETURNING id
+            """, {"run": run_id, "by": by}).fetchall()
+        run = conn.execute("UPDATE runs SET status = 'cancelled', finished_at = now() "
+                           "WHERE id = %s AND status = 'running' RETURNING id", (run_id,)).fetchone()
+        if run is None:
+            current = conn.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()
+            if current is None:
+                raise NotFound(f"no run {run_id}")
+            raise Conflict(f"run {run_id} is already {current['status']}")
+        conn.execute("INSERT INTO audit_log (run_id, worker, event) VALUES (%s, %s, 'run_cancelled')", (run_id, by))
+        notify_events(conn)
+    return len(steps)
+
+
+def step_redrive(conn: psycopg.Connection, step_id: int, by: str | None = None) -> UUID:
+    """Give a dead-lettered step a fresh budget of attempts and make it ready; re-open its run.
+    Steps that succeeded are untouched, so the run resumes from the failed step."""
+    with conn.transaction():
+        row = conn.execute(
+            """
+            UPDATE steps s SET status = 'ready', attempt_limit = s.attempt + s.max_attempts, run_at = now(),
+                   finished_at = NULL
+            FROM runs r
+            WHERE s.id = %s AND s.status = 'dead_letter' AND r.id = s.run_id AND r.status IN ('running', 'failed')
+            RETURNING s.id, s.run_id, s.attempt, s.attempt_limit, r.status AS run_status
+            """, (step_id,)).fetchone()
+        if row is None:
+            current = conn.execute("SELECT s.status, r.status AS run_status FROM steps s JOIN runs r ON r.id = s.run_id "
+                                   "WHERE s.id = %s", (step_id,)).fetchone()
+            if current is None:
+                raise NotFound(f"no step {step_id}")
+            if current["status"] != "dead_letter":
+                raise Conflict(f"step {step_id} is {current['status']}, only a dead-lettered step can be redriven")
+            raise Conflict(f"step {step_id} belongs to a {current['run_status']} run")
+        reopened = row["run_status"] == "failed"
+        if reopened:
+            conn.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = %s", (row["run_id"],))
+        conn.execute(
+            "INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail) "
+            "VALUES (%s, %s, %s, 'step_redriven', %s, jsonb_build_object('runReopened', %s::bool, 'attemptLimit', %s::int))",
+            (row["run_id"], step_id, by, row["attempt"], reopened, row["attempt_limit"]))
+        notify_events(conn)
+        notify_steps_ready(conn)
+    return row["run_id"]
+
+
+def run_ids(conn: psycopg.Connection, status: str | None = None) -> list[str]:
+    """Every run id (optionally of one status), oldest first."""
+    rows = conn.execute("SELECT id FROM runs WHERE %(status)s::text IS NULL OR status = %(status)s "
+                        "ORDER BY created_at", {"status": status}).fetchall()
+    return [str(r["id"]) for r in rows]

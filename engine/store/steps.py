@@ -1,0 +1,266 @@
+"""Steps on the queue: claim, heartbeat, record results, release; and run outcome after a change.
+
+Every write to a running step is fenced by (id, attempt, status = 'running'): a worker whose step
+was reclaimed or cancelled matches nothing, and its result is recorded as discarded instead.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from engine.store.events import notify_events, notify_steps_ready
+
+_CLAIM = """
+WITH picked AS (
+    SELECT id FROM steps
+    WHERE status = 'ready' AND run_at <= now()
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE steps s
+    SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
+        lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
+        started_at = now()
+    FROM picked WHERE s.id = picked.id
+    RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
+              s.timeout_seconds, s.backoff_base, s.backoff_max
+), started AS (
+    INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
+    SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
+), note AS MATERIALIZED (
+    SELECT pg_notify('dae_events', '') AS sent
+)
+SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
+                      FROM step_deps d JOIN steps p ON p.id = d.depends_on
+                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents
+FROM claimed c, note
+"""
+
+# One statement records a batch of outcomes: successes promote children whose last parent this
+# was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
+# longer matches are audited as discarded.
+_RECORD = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::bool[], %(outputs)s::jsonb[],
+                         %(errors)s::text[], %(delays)s::float8[], %(dead)s::bool[])
+        AS t(id, attempt, ok, output, error, delay, dead)
+), done AS (
+    UPDATE steps s
+    SET status = 'succeeded', output = i.output, finished_at = now(), last_error = NULL,
+        lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
+    FROM input i
+    WHERE i.ok AND s.id = i.id AND s.attempt = i.attempt AND s.status = 'running'
+    RETURNING s.id, s.run_id, s.attempt
+), failed AS (
+    UPDATE steps s
+    SET status = CASE WHEN i.dead THEN 'dead_letter' ELSE 'ready' END,
+        run_at = now() + make_interval(secs => i.delay), last_error = i.error,
+        finished_at = CASE WHEN i.dead THEN now() END,
+        lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
+    FROM input i
+    WHERE NOT i.ok AND s.id = i.id AND s.attempt = i.attempt AND s.status = 'running'
+    RETURNING s.id, s.run_id, s.attempt, s.status, i.error, i.delay
+), promoted AS (
+    UPDATE steps c
+    SET pending_deps = c.pending_deps - x.n,
+        status = CASE WHEN c.pending_deps = x.n THEN 'ready' ELSE c.status END,
+        run_at = now()
+    FROM (SELECT d.step_id, count(*)::int AS n
+          FROM step_deps d JOIN done ON d.depends_on = done.id GROUP BY d.step_id) x
+    WHERE c.id = x.step_id AND c.status = 'pending'
+    RETURNING c.id, c.run_id, c.status
+), discarded AS (
+    SELECT s.run_id, s.id, i.attempt, i.ok, s.status AS current_status, s.attempt AS current_attempt
+    FROM input i JOIN steps s ON s.id = i.id
+    WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = i.id)
+      AND NOT EXISTS (SELECT 1 FROM failed WHERE failed.id = i.id)
+), audit AS (
+    INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
+    SELECT run_id, step_id, %(worker)s, event, attempt, detail FROM (
+        SELECT 1 AS ord, run_id, id AS step_id, 'step_succeeded' AS event, attempt, NULL::jsonb AS detail
+        FROM done
+        UNION ALL
+        SELECT 1, run_id, id,
+               CASE WHEN status = 'dead_letter' THEN 'step_dead_lettered' ELSE 'step_retry_scheduled' END,
+               attempt,
+               CASE WHEN status = 'dead_letter' THEN jsonb_build_object('error', error)
+                    ELSE jsonb_build_object('error', error, 'delaySeconds', round(delay::numeric, 3)) END
+        FROM failed
+        UNION ALL
+        SELECT 1, run_id, id, 'step_result_discarded', attempt,
+               jsonb_build_object('outcome', CASE WHEN ok THEN 'succeeded' ELSE 'failed' END,
+                                  'currentStatus', current_status, 'currentAttempt', current_attempt)
+        FROM discarded
+        UNION ALL
+        SELECT 2, run_id, id, 'step_ready', NULL, NULL FROM promoted WHERE status = 'ready'
+    ) rows ORDER BY ord, step_id
+)
+SELECT (SELECT count(*) FROM promoted WHERE status = 'ready')
+       + (SELECT count(*) FROM failed WHERE status = 'ready' AND delay <= 0) AS newly_ready,
+       (SELECT count(*) FROM discarded) AS discarded,
+       ARRAY(SELECT run_id FROM done UNION SELECT run_id FROM failed WHERE status = 'dead_letter'
+             UNION SELECT run_id FROM promoted) AS touched_runs
+"""
+
+_LOCK_RUNS = """
+SELECT id FROM runs WHERE id = ANY(%(runs)s) AND status = 'running' ORDER BY id FOR NO KEY UPDATE
+"""
+
+# A run completes when every step succeeded; it fails when nothing is ready or running and at
+# least one step is dead-lettered (pending steps behind it can never become ready).
+_FINALIZE_RUNS = """
+WITH agg AS (
+    SELECT run_id, count(*) AS total,
+           count(*) FILTER (WHERE status = 'succeeded') AS ok,
+           count(*) FILTER (WHERE status IN ('ready', 'running')) AS active,
+           count(*) FILTER (WHERE status = 'dead_letter') AS dead
+    FROM steps WHERE run_id = ANY(%(runs)s) GROUP BY run_id
+), finished AS (
+    UPDATE runs r
+    SET status = CASE WHEN agg.ok = agg.total THEN 'completed' ELSE 'failed' END, finished_at = now()
+    FROM agg
+    WHERE r.id = agg.run_id AND r.status = 'running'
+      AND (agg.ok = agg.total OR (agg.active = 0 AND agg.dead > 0))
+    RETURNING r.id, r.status, agg.dead
+)
+INSERT INTO audit_log (run_id, event, detail)
+SELECT id, 'run_' || status, CASE WHEN status = 'failed' THEN jsonb_build_object('deadLetters', dead) END
+FROM finished ORDER BY id
+RETURNING run_id, event
+"""
+
+_HEARTBEAT = """
+UPDATE steps s SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
+WHERE s.id = i.id AND s.attempt = i.attempt AND s.status = 'running'
+RETURNING s.id
+"""
+
+_RELEASE = """
+WITH released AS (
+    UPDATE steps s
+    SET status = 'ready', run_at = now(), attempt_limit = s.attempt_limit + 1,
+        lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
+    WHERE s.id = i.id AND s.attempt = i.attempt AND s.status = 'running'
+    RETURNING s.id, s.run_id, s.attempt
+)
+INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
+SELECT run_id, id, %(worker)s, 'step_reclaimed', attempt,
+       jsonb_build_object('reason', 'released on shutdown', 'countsAsAttempt', false)
+FROM released ORDER BY id
+RETURNING step_id
+"""
+
+
+@dataclass(frozen=True)
+class ClaimedStep:
+    id: int
+    run_id: UUID
+    name: str
+    kind: str
+    tool: str | None
+    input: dict[str, Any]
+    attempt: int
+    attempt_limit: int
+    timeout_seconds: float
+    backoff_base: float
+    backoff_max: float
+    parents: dict[str, Any]
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.name}"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one attempt. For a failure, `delay_seconds` is the backoff before the next
+    attempt and `dead_letter` says there will be none."""
+
+    step_id: int
+    attempt: int
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    delay_seconds: float = 0.0
+    dead_letter: bool = False
+
+
+def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
+               lease_seconds: float) -> list[ClaimedStep]:
+    """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease token)."""
+    if limit <= 0:
+        return []
+    rows = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
+                                 "lease": lease_seconds}).fetchall()
+    return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
+
+
+def step_record_results(conn: psycopg.Connection, worker: str, results: list[StepResult]) -> int:
+    """Record a batch of outcomes in one transaction; returns how many were discarded (fenced)."""
+    if not results:
+        return 0
+    params = {
+        "worker": worker,
+        "ids": [r.step_id for r in results],
+        "attempts": [r.attempt for r in results],
+        "ok": [r.ok for r in results],
+        "outputs": [json.dumps(r.output) if r.ok else None for r in results],
+        "errors": [r.error for r in results],
+        "delays": [max(0.0, r.delay_seconds) for r in results],
+        "dead": [r.dead_letter for r in results],
+    }
+    with conn.transaction():
+        summary = conn.execute(_RECORD, params).fetchone()
+        finalize_runs(conn, summary["touched_runs"])
+        notify_events(conn)
+        if summary["newly_ready"]:
+            notify_steps_ready(conn)
+    return summary["discarded"]
+
+
+def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
+    """Complete or fail the given runs if their steps say so. Call inside the transaction that
+    changed the steps; the run rows are locked first so two transactions finishing the last two
+    steps of a run cannot both miss the completion."""
+    if not run_ids:
+        return []
+    conn.execute(_LOCK_RUNS, {"runs": run_ids})
+    return conn.execute(_FINALIZE_RUNS, {"runs": run_ids}).fetchall()
+
+
+def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], lease_seconds: float) -> set[int]:
+    """Renew the leases of (step id, attempt); returns the ids still held (the rest were taken away)."""
+    if not leases:
+        return set()
+    rows = conn.execute(_HEARTBEAT, {"ids": [s for s, _ in leases], "attempts": [a for _, a in leases],
+                                     "lease": lease_seconds}).fetchall()
+    return {row["id"] for row in rows}
+
+
+def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, int]]) -> int:
+    """Give unfinished steps back on shutdown so another worker takes them at once; the interrupted
+    attempt does not count against the step's budget."""
+    if not leases:
+        return 0
+    with conn.transaction():
+        rows = conn.execute(_RELEASE, {"ids": [s for s, _ in leases], "attempts": [a for _, a in leases],
+                                       "worker": worker}).fetchall()
+        if rows:
+            notify_events(conn)
+            notify_steps_ready(conn)
+    return len(rows)
+
+
+def step_seconds_until_ready(conn: psycopg.Connection) -> float | None:
+    """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
+    by the database's clock; None when nothing is ready."""
+    row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
+                       "FROM steps WHERE status = 'ready'").fetchone()
+    return row["wait"] if row else None

@@ -1,0 +1,58 @@
+"""Running one claimed step in a slot: build its context, call the handler with the chaos knobs,
+and turn whatever happened into a `StepResult` (with the retry decision)."""
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+
+from engine.config import Settings
+from engine.errors import PermanentError, RetryAfter
+from engine.retry import backoff_delay, is_last_attempt
+from engine.store import ClaimedStep, StepResult
+from engine.tools import StepContext, run_step
+
+MAX_OUTPUT_BYTES = 1 << 20
+MAX_ERROR_CHARS = 2000
+
+
+def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
+    """Run the handler; never raises (except for the process-ending crash knob)."""
+    try:
+        output = run_step(step.kind, step.tool, ctx)
+        encoded = json.dumps(output)
+        if len(encoded) > MAX_OUTPUT_BYTES:
+            raise PermanentError(f"output is {len(encoded)} bytes, more than {MAX_OUTPUT_BYTES}")
+        return StepResult(step.id, step.attempt, ok=True, output=output)
+    except PermanentError as exc:
+        return failure(step, f"permanent: {exc}", permanent=True)
+    except RetryAfter as exc:
+        return failure(step, str(exc), delay=exc.seconds)
+    except (TypeError, ValueError) as exc:
+        if "JSON" in str(exc) or "serializable" in str(exc):
+            return failure(step, f"output is not JSON: {exc}", permanent=True)
+        return failure(step, _describe(exc))
+    except Exception as exc:  # noqa: BLE001 - any handler error is a transient failure by default
+        return failure(step, _describe(exc))
+
+
+def failure(step: ClaimedStep, error: str, permanent: bool = False, delay: float | None = None,
+            jitter: Callable[[int, float, float], float] = backoff_delay) -> StepResult:
+    """The result of a failed attempt: dead-letter if permanent or out of attempts, else retry later."""
+    dead = permanent or is_last_attempt(step.attempt, step.attempt_limit)
+    if delay is None:
+        delay = 0.0 if dead else jitter(step.attempt, step.backoff_base, step.backoff_max)
+    return StepResult(step.id, step.attempt, ok=False, error=error[:MAX_ERROR_CHARS],
+                      delay_seconds=delay, dead_letter=dead)
+
+
+def _describe(exc: BaseException) -> str:
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" (at {where[0].name}:{where[0].lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"
+
+
+def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool]) -> StepContext:
+    return StepContext(run_id=step.run_id, step_name=step.name, input=step.input or {},
+                       parents=step.parents or {}, attempt=step.attempt, settings=settings,
+                       record_notification=record_notification)

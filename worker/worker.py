@@ -1,0 +1,250 @@
+"""The worker: registration and liveness lock, the claim loop, slots, the result recorder and
+graceful shutdown. Heartbeats and the reaper live in `worker.reaper`."""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+
+from engine import store
+from engine.config import Settings
+from engine.store import ClaimedStep, StepResult, unavailable_errors
+from engine.store.events import STEPS_READY_CHANNEL, listen
+from engine.store.notifications import notification_record
+from engine.tools import StepContext
+from worker.connections import ReconnectingConnection, StopRequested
+from worker.reaper import Reaper
+from worker.slots import execute_step, failure, make_context
+
+log = logging.getLogger("worker")
+
+
+@dataclass
+class InFlight:
+    step: ClaimedStep
+    ctx: StepContext
+    deadline: float  # time.monotonic() after which the attempt has timed out
+    timed_out: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    def __init__(self, settings: Settings, name: str, concurrency: int | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.concurrency = max(1, concurrency or settings.worker_concurrency)
+        self.worker_id: int | None = None
+        self.in_flight: dict[int, InFlight] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()          # something to claim, or a slot came free
+        self.stopping = threading.Event()      # SIGTERM: stop claiming
+        self.shutdown = threading.Event()      # everything ends
+        self.results: queue.Queue[StepResult] = queue.Queue()
+        # Room beyond the slots for handler threads that outlived their timeout.
+        self.executor = ThreadPoolExecutor(max_workers=self.concurrency * 2, thread_name_prefix=f"{name}-slot")
+        url = settings.database_url
+        self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect)
+        self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown)
+        self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
+        self.side_effects = ReconnectingConnection(url, f"{name}:tools", self.shutdown)
+        self.side_effects_lock = threading.Lock()
+        self.reaper = Reaper(self)
+        self.threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register, take the liveness lock and start the background loops."""
+        self.liveness.get()
+        for target, label in ((self._listen_loop, "listen"), (self._record_loop, "record"),
+                              (self.reaper.loop, "reaper")):
+            thread = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        log.info("worker %s started (incarnation %s, %d slots)", self.name, self.worker_id, self.concurrency)
+
+    def _on_liveness_connect(self, conn: psycopg.Connection) -> None:
+        if self.worker_id is None:
+            self.worker_id = store.worker_register(conn, self.name, socket.gethostname(), os.getpid())
+        else:  # reconnected after an outage: same incarnation, take the lock again
+            store.worker_lock_liveness(conn, self.worker_id)
+            store.worker_touch(conn, self.worker_id)
+        listen(conn, STEPS_READY_CHANNEL)
+        self.wake.set()  # notifications may have been missed: look at the queue again
+
+    @property
+    def label(self) -> str:
+        """The name events carry: the worker's name and its incarnation."""
+        return self.name
+
+    def run_forever(self) -> None:
+        self.start()
+        while not self.stopping.is_set():
+            self.run_once(wait=True)
+        self.drain_and_stop()
+
+    def drain_and_stop(self) -> None:
+        """Let running steps finish within the grace period, release what is left, deregister."""
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        while self.active_count() and time.monotonic() < deadline:
+            self.wake.wait(0.05)
+            self.wake.clear()
+        self._wait_results_recorded(deadline=time.monotonic() + 5)
+        with self.lock:
+            leftovers = [(f.step.id, f.step.attempt) for f in self.in_flight.values()]
+            for flight in self.in_flight.values():
+                flight.ctx.cancelled.set()
+        try:
+            conn = self.claimer.get()
+            released = store.step_release(conn, self.label, leftovers)
+            if released:
+                log.info("released %d unfinished step(s) to other workers", released)
+            store.worker_stopped(conn, self.worker_id or 0, self.label)
+        except (StopRequested, *unavailable_errors) as exc:
+            log.warning("could not release steps on shutdown (%s); leases will expire", exc)
+        self.shutdown.set()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for conn in (self.claimer, self.recorder, self.side_effects, self.liveness):
+            conn.close()
+        log.info("worker %s stopped", self.name)
+
+    def _wait_results_recorded(self, deadline: float) -> None:
+        while not self.results.empty() and time.monotonic() < deadline:
+            self.wake.wait(0.05)
+            self.wake.clear()
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    def active_count(self) -> int:
+        with self.lock:
+            return sum(1 for f in self.in_flight.values() if not f.timed_out)
+
+    def run_once(self, wait: bool = False) -> int:
+        """One iteration of the claim loop: claim up to the free slots and start them. With
+        `wait`, sleep until woken (NOTIFY, a free slot, the next retry time, or the poll interval)
+        when nothing was claimed. Returns the number of steps claimed."""
+        free = self.concurrency - self.active_count()
+        claimed: list[ClaimedStep] = []
+        if free > 0 and not self.stopping.is_set():
+            self.wake.clear()
+            try:
+                claimed = store.step_claim(self.claimer.get(), self.label, self.worker_id or 0, free,
+                                           self.settings.lease_seconds)
+            except StopRequested:
+                return 0
+            except unavailable_errors as exc:
+                self.claimer.broken(exc)
+                return 0
+            for step in claimed:
+                self._start(step)
+        if wait and not claimed:
+            self.wake.wait(self._idle_wait_seconds(free))
+        return len(claimed)
+
+    def _idle_wait_seconds(self, free: int) -> float:
+        """Until the poll interval, or the next retry's time if that is sooner."""
+        if free <= 0 or self.claimer.conn is None:
+            return self.settings.poll_seconds
+        try:
+            until = store.step_seconds_until_ready(self.claimer.conn)
+        except unavailable_errors as exc:
+            self.claimer.broken(exc)
+            return 0.1
+        if until is None:
+            return self.settings.poll_seconds
+        return min(self.settings.poll_seconds, max(0.005, until))
+
+    def _start(self, step: ClaimedStep) -> None:
+        ctx = make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message))
+        flight = InFlight(step, ctx, deadline=time.monotonic() + step.timeout_seconds)
+        with self.lock:
+            self.in_flight[step.id] = flight
+        self.executor.submit(self._execute, flight)
+
+    def _execute(self, flight: InFlight) -> None:
+        result = execute_step(flight.step, flight.ctx)
+        with self.lock:
+            if flight.timed_out:  # the timeout was already recorded as this attempt's outcome
+                self.in_flight.pop(flight.step.id, None)
+                return
+        self.results.put(result)
+
+    def _record_notification(self, step: ClaimedStep, message: str) -> bool:
+        with self.side_effects_lock:
+            try:
+                return notification_record(self.side_effects.get(), step.idempotency_key, step.run_id,
+                                           message, step.attempt)
+            except unavailable_errors as exc:
+                self.side_effects.broken(exc)
+                raise
+
+    def expire_timeouts(self) -> None:
+        """Record a timed-out attempt as failed; its thread's eventual result is dropped."""
+        now = time.monotonic()
+        with self.lock:
+            expired = [f for f in self.in_flight.values() if not f.timed_out and now > f.deadline]
+            for flight in expired:
+                flight.timed_out = True
+                flight.ctx.cancelled.set()
+        for flight in expired:
+            self.results.put(failure(flight.step, f"timed out after {flight.step.timeout_seconds:g}s"))
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _record_loop(self) -> None:
+        while not self.shutdown.is_set():
+            try:
+                first = self.results.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self.results.get_nowait())
+                except queue.Empty:
+                    break
+            self._record(batch)
+
+    def _record(self, batch: list[StepResult]) -> None:
+        while True:
+            try:
+                discarded = store.step_record_results(self.recorder.get(), self.label, batch)
+                break
+            except StopRequested:
+                return
+            except unavailable_errors as exc:
+                self.recorder.broken(exc)
+            except psycopg.errors.DeadlockDetected:
+                log.info("deadlock while recording %d result(s); retrying", len(batch))
+        if discarded:
+            log.warning("%d result(s) discarded: the step was taken away from this attempt", discarded)
+        with self.lock:
+            for result in batch:
+                flight = self.in_flight.get(result.step_id)
+                if flight and flight.step.attempt == result.attempt:
+                    del self.in_flight[result.step_id]
+        self.wake.set()
+
+    # -- listening -----------------------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        """Wake the claim loop on NOTIFY; keep the liveness connection (and its lock) alive."""
+        while not self.shutdown.is_set():
+            try:
+                conn = self.liveness.get()
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    self.wake.set()
+                if self.liveness.conn is not None:
+                    conn.execute("SELECT 1")  # notice a dead server even when nothing is notified
+            except StopRequested:
+                return
+            except unavailable_errors as exc:
+                if not self.shutdown.is_set():
+                    self.liveness.broken(exc)
