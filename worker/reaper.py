@@ -53,6 +53,9 @@ class Reaper:
             return reclaimed
         except unavailable_errors as exc:
             self.conn.broken(exc)
+        except Exception:  # noqa: BLE001 - the reaper must outlive any single failed pass
+            log.exception("reaper pass failed; trying again next pass")
+            self.conn.close()
         if reclaimed:
             log.info("reclaimed %d step(s)", reclaimed)
             self.worker.wake.set()

@@ -223,6 +223,12 @@ class Worker:
                 self.recorder.broken(exc)
             except psycopg.errors.DeadlockDetected:
                 log.info("deadlock while recording %d result(s); retrying", len(batch))
+            except Exception:  # noqa: BLE001 - never lose the recorder thread to one bad batch
+                # The attempts stay running in the database; their leases expire and they are retried.
+                log.exception("could not record %d result(s); leaving them to lease expiry", len(batch))
+                self.recorder.close()
+                discarded = 0
+                break
         if discarded:
             log.warning("%d result(s) discarded: the step was taken away from this attempt", discarded)
         with self.lock:

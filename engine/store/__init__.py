@@ -12,6 +12,7 @@ from engine.store.events import (
     event_latest_id,
     events_after,
     events_recent,
+    listen,
 )
 from engine.store.recovery import reclaim_dead_workers, reclaim_expired_leases
 from engine.store.runs import (
@@ -41,7 +42,7 @@ from engine.store.workers import (
 
 __all__ = [
     "EVENTS_CHANNEL", "STEPS_READY_CHANNEL", "ClaimedStep", "Event", "StepResult", "connect",
-    "event_latest_id", "events_after", "events_recent", "make_pool", "reclaim_dead_workers",
+    "event_latest_id", "events_after", "events_recent", "listen", "make_pool", "reclaim_dead_workers",
     "reclaim_expired_leases", "run_cancel", "run_get", "run_ids", "run_list", "run_submit", "step_claim",
     "step_heartbeat", "step_seconds_until_ready", "step_record_results", "step_redrive", "step_release",
     "unavailable_errors", "worker_lock_liveness", "worker_register", "worker_stopped",

@@ -48,6 +48,8 @@ def _to_event(row: dict) -> Event:
 
 def events_after(conn: psycopg.Connection, run_id: UUID | str, after: int = 0, limit: int = 1000) -> list[Event]:
     """A run's events with id > after, in order."""
+    from engine.store.runs import as_run_id
+    run_id = as_run_id(run_id)
     rows = conn.execute(_SELECT_EVENTS + " WHERE a.run_id = %s AND a.id > %s ORDER BY a.id LIMIT %s",
                         (run_id, after, limit)).fetchall()
     return [_to_event(r) for r in rows]

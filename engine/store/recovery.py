@@ -39,8 +39,8 @@ WITH picked AS (
         reclaims = p.reclaims + 1, run_at = now(),
         finished_at = CASE WHEN p.attempt >= p.attempt_limit THEN now() END,
         last_error = CASE WHEN p.attempt >= p.attempt_limit
-            THEN format('worker crashed %%s times (last: %%s, %%s)', p.reclaims + 1, p.lease_owner, %(reason)s)
-            ELSE format('worker %%s lost during attempt %%s (%%s)', p.lease_owner, p.attempt, %(reason)s) END,
+            THEN format('worker crashed %%s times (last: %%s, %%s)', p.reclaims + 1, p.lease_owner, %(reason)s::text)
+            ELSE format('worker %%s lost during attempt %%s (%%s)', p.lease_owner, p.attempt, %(reason)s::text) END,
         lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
     FROM picked p WHERE s.id = p.id
     RETURNING s.id, s.run_id, s.status, s.attempt, s.last_error, p.lease_owner
@@ -48,7 +48,7 @@ WITH picked AS (
 INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
 SELECT run_id, id, lease_owner, event, attempt, detail FROM (
     SELECT 1 AS ord, run_id, id, lease_owner, 'step_reclaimed' AS event, attempt,
-           jsonb_build_object('reason', %(reason)s, 'reclaimedBy', %(reaper)s::text) AS detail
+           jsonb_build_object('reason', %(reason)s::text, 'reclaimedBy', %(reaper)s::text) AS detail
     FROM reclaimed
     UNION ALL
     SELECT 2, run_id, id, lease_owner, 'step_dead_lettered', attempt,

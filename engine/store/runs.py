@@ -100,8 +100,19 @@ def _check_active_caps(conn: psycopg.Connection, client: str | None, max_active:
             raise RateLimited(f"you have {row['n']} active runs, the limit is {per_client}; try again when some finish", 5)
 
 
+def as_run_id(value: UUID | str) -> UUID:
+    """A run id from user input; anything that is not a UUID is simply not a run."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise NotFound(f"no run {str(value)[:80]}") from None
+
+
 def run_get(conn: psycopg.Connection, run_id: UUID | str) -> dict[str, Any]:
     """The run and its steps, in the shape of `GET /api/runs/<id>` plus fields the run page uses."""
+    run_id = as_run_id(run_id)
     run = conn.execute("SELECT id, goal, status, idempotency_key, step_count, created_at, finished_at "
                        "FROM runs WHERE id = %s", (run_id,)).fetchone()
     if run is None:
@@ -146,6 +157,7 @@ def run_list(conn: psycopg.Connection, limit: int = 20, status: str | None = Non
 def run_cancel(conn: psycopg.Connection, run_id: UUID | str, by: str | None = None) -> int:
     """Cancel a running run: its unfinished steps become cancelled (a running step's late result
     is then discarded by fencing). Returns the number of steps cancelled."""
+    run_id = as_run_id(run_id)
     with conn.transaction():
         # Steps first, then the run: the same lock order as recording results.
         steps = conn.execute(
