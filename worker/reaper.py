@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from engine import store
 from engine.store import unavailable_errors
+from engine.store.maintenance import PRUNE_BATCH, runs_prune
 from worker.connections import ReconnectingConnection, StopRequested
 
 if TYPE_CHECKING:
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker")
 
 LEASE_SWEEP_SECONDS = 1.0  # expired leases are rarer than deaths; no need to look as often
+PRUNE_SECONDS = 60.0  # retention is counted in hours; once a minute is plenty
 
 
 class Reaper:
@@ -27,6 +29,7 @@ class Reaper:
         self.conn = ReconnectingConnection(settings.database_url, f"{worker.name}:reaper", worker.shutdown)
         self.next_heartbeat = 0.0
         self.next_lease_sweep = 0.0
+        self.next_prune = 0.0
 
     def loop(self) -> None:
         while not self.worker.shutdown.is_set():
@@ -49,6 +52,11 @@ class Reaper:
             if now >= self.next_lease_sweep:
                 reclaimed += store.reclaim_expired_leases(conn, self.worker.label)
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)
+            if now >= self.next_prune:
+                pruned = runs_prune(conn, self.settings.retention_hours)
+                self.next_prune = now + (0 if pruned == PRUNE_BATCH else PRUNE_SECONDS)
+                if pruned:
+                    log.info("pruned %d finished run(s) older than %gh", pruned, self.settings.retention_hours)
         except StopRequested:
             return reclaimed
         except unavailable_errors as exc:
