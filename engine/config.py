@@ -40,7 +40,7 @@ class Settings:
     heartbeat_seconds: float = field(default=HEARTBEAT_SECONDS_DEFAULT, metadata={
         "env": "HEARTBEAT_SECONDS", "help": "How often a worker renews the leases of the steps it runs."})
     retry_base_seconds: float = field(default=RETRY_BASE_SECONDS_DEFAULT, metadata={
-        "env": "RETRY_BASE_SECONDS", "help": "First retry delay; doubles per attempt, with full jitter."})
+        "env": "RETRY_BASE_SECONDS", "help": "First retry delay; doubles per attempt (half fixed, half random jitter)."})
     retry_max_seconds: float = field(default=RETRY_MAX_SECONDS_DEFAULT, metadata={
         "env": "RETRY_MAX_SECONDS", "help": "Cap of the retry delay."})
     default_max_attempts: int = field(default=DEFAULT_MAX_ATTEMPTS_DEFAULT, metadata={
