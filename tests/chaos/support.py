@@ -46,12 +46,10 @@ def run_status(conn: psycopg.Connection, run_id: object) -> str:
 
 def wait_terminal(conn: psycopg.Connection, run_ids: Iterable[object], timeout: float) -> dict[str, str]:
     """Wait until every run is terminal; returns status by run id."""
-    ids = [str(r) for r in run_ids]
-
-    def statuses() -> dict[str, str] | None:
-        current = {r: run_status(conn, r) for r in ids}
-        return current if all(s in TERMINAL_RUN_STATUSES for s in current.values()) else None
-    return wait_for(statuses, timeout, f"{len(ids)} run(s) to finish", interval=0.1)
+    ids = {str(r) for r in run_ids}
+    wait_for(lambda: not ids & set(store.run_ids(conn, status="running")), timeout,
+             f"{len(ids)} run(s) to finish", interval=0.1)
+    return {r: run_status(conn, r) for r in ids}
 
 
 def wait_registered(conn: psycopg.Connection, *procs: WorkerProcess, timeout: float = 30.0) -> None:

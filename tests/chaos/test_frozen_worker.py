@@ -9,8 +9,7 @@ import pytest
 from engine import store
 from engine.store.notifications import notifications_for_run
 from engine.submit import submit_run
-from tests.chaos.support import (assert_invariants, by_name, run_events, wait_event, wait_registered, wait_terminal,
-                                 worker_events)
+from tests.chaos.support import assert_invariants, by_name, wait_event, wait_registered, wait_terminal, worker_events
 from tests.helpers import make_run, step
 
 pytestmark = pytest.mark.chaos
@@ -49,4 +48,27 @@ def test_frozen_worker_loses_its_step_at_lease_expiry_and_its_late_result_is_dis
     sent = notifications_for_run(conn, run_id)
     assert [(n["message"], n["attempt"]) for n in sent] == [("report ready", 2)]
     assert frozen.alive(), "the thawed worker carries on"
+    assert_invariants(conn, [run_id])
+
+
+def test_thawed_worker_whose_heartbeat_is_fenced_stops_working_on_the_step(conn, settings, spawn):
+    procs = [spawn("w1", 1, **SHORT_LEASE), spawn("w2", 1, **SHORT_LEASE)]
+    wait_registered(conn, *procs)
+    run_id, _ = submit_run(conn, make_run(step("tool_call.slow", tool="sleep", seconds=60)), settings)
+
+    started = wait_event(conn, run_id, "step_started")
+    frozen = by_name(procs, started.worker)
+    frozen.signal(signal.SIGSTOP)
+    try:
+        wait_event(conn, run_id, "step_started", timeout=20, where=lambda e: e.attempt == 2)
+    finally:
+        frozen.signal(signal.SIGCONT)
+    # Its handler would sleep for a minute more: only the fenced heartbeat can end it this soon.
+    discarded = wait_event(conn, run_id, "step_result_discarded", timeout=20)
+    assert (discarded.worker, discarded.attempt) == (frozen.name, 1)
+    assert discarded.detail == {"outcome": "failed", "currentStatus": "running", "currentAttempt": 2}
+    assert "lease lost for step(s)" in frozen.output()
+
+    store.run_cancel(conn, run_id, by="test")
+    assert wait_terminal(conn, [run_id], 10)[str(run_id)] == "cancelled"
     assert_invariants(conn, [run_id])

@@ -1,0 +1,98 @@
+"""The invariant checker without a database: hand-written audit logs that break one rule each."""
+from __future__ import annotations
+
+from typing import Any
+
+from engine.verify import check_run, replay
+
+
+class Log:
+    """Builds an audit log in the API shape, numbering events in order."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, kind: str, step_id: int | None = None, attempt: int | None = None,
+            detail: dict[str, Any] | None = None) -> Log:
+        self.events.append({"id": len(self.events) + 1, "type": kind, "stepId": step_id,
+                            "step": None if step_id is None else f"tool_call.s{step_id}",
+                            "attempt": attempt, "detail": detail})
+        return self
+
+    def runs(self, step_id: int, attempt: int = 1) -> Log:
+        return self.add("step_started", step_id, attempt).add("step_succeeded", step_id, attempt)
+
+
+def step_row(step_id: int, status: str, attempt: int, parents: tuple[int, ...] = ()) -> dict[str, Any]:
+    return {"id": step_id, "name": f"tool_call.s{step_id}", "status": status, "attempt": attempt,
+            "dependsOn": [f"tool_call.s{p}" for p in parents],
+            "output": {"ok": True} if status == "succeeded" else None}
+
+
+def two_step_run(status: str = "completed", first: str = "succeeded", second: str = "succeeded",
+                 attempts: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    return {"status": status, "steps": [step_row(1, first, attempts[0]), step_row(2, second, attempts[1], (1,))]}
+
+
+def clean_log() -> Log:
+    return Log().add("run_created").add("step_ready", 1).runs(1).add("step_ready", 2).runs(2).add("run_completed")
+
+
+def test_a_clean_log_has_no_problems():
+    assert check_run(two_step_run(), clean_log().events) == []
+
+
+def test_a_reclaim_then_a_second_attempt_replays_to_the_final_state():
+    log = (Log().add("run_created").add("step_ready", 1).add("step_started", 1, 1)
+           .add("step_reclaimed", 1, 1, {"reason": "worker died"}).add("step_result_discarded", 1, 1)
+           .runs(1, 2).add("step_ready", 2).runs(2).add("run_completed"))
+    assert check_run(two_step_run(attempts=(2, 1)), log.events) == []
+
+
+def test_double_success_is_caught():
+    log = (Log().add("run_created").add("step_ready", 1).add("step_started", 1, 1).add("step_started", 1, 2)
+           .add("step_succeeded", 1, 2).add("step_succeeded", 1, 1)
+           .add("step_ready", 2).runs(2).add("run_completed"))
+    problems = check_run(two_step_run(attempts=(2, 1)), log.events)
+    assert problems == ["step tool_call.s1 (1) has 2 recorded successes"]
+
+
+def test_start_before_parent_succeeded_is_caught():
+    log = (Log().add("run_created").add("step_ready", 1).add("step_started", 1, 1)
+           .add("step_started", 2, 1).add("step_succeeded", 1, 1).add("step_succeeded", 2, 1)
+           .add("run_completed"))
+    problems = check_run(two_step_run(), log.events)
+    assert len(problems) == 1
+    assert "step tool_call.s2 (2) started (event 4) before its parent(s) [1] succeeded" in problems[0]
+
+
+def test_step_status_that_does_not_match_its_events_is_caught():
+    run = two_step_run(status="failed", second="dead_letter")
+    problems = check_run(run, clean_log().events)
+    assert "step tool_call.s2 (2) is dead_letter but its events replay to succeeded" in problems
+    assert "run is failed but its events replay to completed" in problems
+
+
+def test_attempt_that_does_not_match_its_events_is_caught():
+    problems = check_run(two_step_run(attempts=(3, 1)), clean_log().events)
+    assert problems == ["step tool_call.s1 (1) is at attempt 3 but its events replay to attempt 1"]
+
+
+def test_attempts_that_go_backwards_are_caught():
+    log = Log().add("step_ready", 1).add("step_started", 1, 2).add("step_retry_scheduled", 1, 2).add("step_started", 1, 1)
+    state = replay(log.events, {1: []})
+    assert state.problems == ["step tool_call.s1 (1) started attempt 1 after attempt 2: attempts must only grow"]
+
+
+def test_run_status_inconsistent_with_its_steps_is_caught():
+    log = Log().add("run_created").add("step_ready", 1).runs(1).add("step_ready", 2).add("run_completed")
+    problems = check_run(two_step_run(second="ready"), log.events)
+    assert "run is completed but its steps are ['ready', 'succeeded']" in problems
+
+
+def test_redrive_reopens_the_run_in_the_replay():
+    log = (Log().add("run_created").add("step_ready", 1).add("step_started", 1, 1)
+           .add("step_dead_lettered", 1, 1).add("run_failed")
+           .add("step_redriven", 1, 1, {"runReopened": True}))
+    state = replay(log.events, {1: []})
+    assert (state.run_status, state.status[1]) == ("running", "ready")
