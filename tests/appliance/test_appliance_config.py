@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -108,6 +110,8 @@ def test_supervisord_conf_loads_with_the_expected_programs(
     for name in set(re.findall(r"%\(ENV_(\w+)\)s", SUPERVISORD_CONF.read_text())):
         monkeypatch.setenv(name, str(tmp_path))
     monkeypatch.setenv("APP_DIR", str(REPO))
+    for name in ("PG_USER", "SUPERVISORD_USER"):
+        monkeypatch.setenv(name, pwd.getpwuid(os.getuid()).pw_name)
     options = ServerOptions()
     options.configfile = str(SUPERVISORD_CONF)
     options.process_config(do_usage=False)
@@ -122,10 +126,18 @@ def test_supervisord_conf_loads_with_the_expected_programs(
         assert processes[name].killasgroup, name
         assert "wait-then-exec --for=migrations" in processes[name].command, name
     assert "--name worker-1" in processes["worker-1"].command
+    for name in ("worker-1", "worker-2"):
+        assert float(processes[name].environment["SHUTDOWN_GRACE_SECONDS"]) < processes[name].stopwaitsecs
     assert {event.__name__ for event in groups["fatal-watchdog"].pool_events} == {
         "ProcessStateFatalEvent",
         "ProcessStateExitedEvent",
     }
+
+
+def test_gunicorns_graceful_stop_fits_in_supervisords_stop_timeout() -> None:
+    from app.__main__ import GRACEFUL_TIMEOUT_SECONDS
+
+    assert GRACEFUL_TIMEOUT_SECONDS < int(supervisord_sections().get("program:web", "stopwaitsecs"))
 
 
 def test_supervisord_is_controlled_through_a_private_unix_socket_only() -> None:
