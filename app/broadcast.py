@@ -1,0 +1,173 @@
+"""One listener per web process that fans audit events out to WebSocket subscribers.
+
+The listener LISTENs on the engine's events channel (an empty NOTIFY is only a wake-up), reads new
+audit rows by id, and hands them in id order to every subscriber's bounded queue (see `gaps` for
+why the order needs care). It also polls, so a lost notification costs latency, never an event; and
+after losing its connection it reconnects and re-reads from its horizon, so nothing is skipped.
+
+A socket subscribes *before* it reads its snapshot from the database: the subscription remembers
+the horizon at that instant, the snapshot covers ids up to it, and the queue gets every id after.
+A subscriber that falls behind is marked overflowed, and its socket makes the client resync.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from uuid import UUID
+
+import psycopg
+
+from app.gaps import GapTracker
+from engine.store import connect, event_latest_id, unavailable_errors
+from engine.store.events import EVENTS_CHANNEL, Event, events_global_after, listen
+
+log = logging.getLogger("app.live")
+
+READ_BATCH = 500
+STARTUP_LOOKBACK_IDS = 256  # ids below the first horizon checked for transactions still in flight
+GAP_RECHECK_SECONDS = 0.1
+
+
+class Subscription:
+    """What one socket receives: events after `start_horizon` (of one run, if `run_id` is set;
+    worker events without a run are always included)."""
+
+    def __init__(self, start_horizon: int, run_id: str | None, maxsize: int) -> None:
+        self.start_horizon = start_horizon
+        self.run_id = run_id
+        self.queue: queue.Queue[Event] = queue.Queue(maxsize)
+        self.overflowed = False
+
+    def wants(self, event: Event) -> bool:
+        return self.run_id is None or event.run_id is None or str(event.run_id) == self.run_id
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed or not self.wants(event):
+            return
+        try:
+            self.queue.put_nowait(event)
+        except queue.Full:
+            self.overflowed = True
+
+    def get_batch(self, timeout: float, linger: float = 0.05, limit: int = 200) -> list[Event]:
+        """Wait up to `timeout` for an event, then collect whatever else arrives within `linger`,
+        so a burst is rendered once."""
+        try:
+            batch = [self.queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + linger
+        while len(batch) < limit:
+            try:
+                batch.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+
+class Broadcaster:
+    def __init__(self, database_url: str, gap_seconds: float = 2.0, poll_seconds: float = 1.0,
+                 queue_size: int = 2000, clock: Callable[[], float] = time.monotonic,
+                 background: bool = True) -> None:
+        """`background=False` leaves the listening to the caller (`begin` then `run_once`): tests."""
+        self.database_url = database_url
+        self.background = background
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.queue_size = queue_size
+        self.tracker: GapTracker | None = None
+        self.gap_seconds = gap_seconds
+        self.subscribers: set[Subscription] = set()
+        self.lock = threading.Lock()
+        self.started = threading.Event()   # the first horizon is known
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    def subscribe(self, run_id: UUID | str | None = None, timeout: float = 10.0) -> Subscription:
+        """Register a subscriber; its `start_horizon` is where its snapshot must end."""
+        if self.background:
+            self.start()
+        if not self.started.wait(timeout):
+            raise TimeoutError("the live event listener could not reach the database")
+        with self.lock:
+            assert self.tracker is not None
+            sub = Subscription(self.tracker.horizon, str(run_id) if run_id else None, self.queue_size)
+            self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self.lock:
+            self.subscribers.discard(sub)
+
+    # -- the listener --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the listener thread once, lazily: after gunicorn forked, in the process serving."""
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="live-listener", daemon=True)
+                self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _loop(self) -> None:
+        backoff = 0.2
+        while not self.stopping.is_set():
+            try:
+                with connect(self.database_url, application_name="dae-web-live") as conn:
+                    listen(conn, EVENTS_CHANNEL)
+                    self.begin(conn)
+                    backoff = 0.2
+                    while not self.stopping.is_set():
+                        self.run_once(conn)
+                        self._wait_for_notify(conn)
+            except unavailable_errors as exc:
+                log.warning("live listener lost the database (%s); reconnecting in %.1fs", exc, backoff)
+            except Exception:  # noqa: BLE001 - the listener must outlive any one bad read
+                log.exception("live listener failed; restarting in %.1fs", backoff)
+            self.stopping.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def begin(self, conn: psycopg.Connection) -> None:
+        """Set the first horizon. Ids just below the newest one that are not visible yet may belong
+        to transactions still committing: they are treated as gaps, not as delivered."""
+        if self.tracker is not None:
+            return  # a reconnect: keep the horizon and re-read from it
+        latest = event_latest_id(conn)
+        window = range(max(0, latest - STARTUP_LOOKBACK_IDS) + 1, latest + 1)
+        seen = {e.id for e in events_global_after(conn, window.start - 1, limit=len(window) + 1)}
+        missing = [i for i in window if i not in seen]
+        tracker = GapTracker(latest, self.gap_seconds, self.clock)
+        if missing:
+            tracker.horizon = missing[0] - 1
+            tracker.mark_missing(missing)
+        with self.lock:
+            self.tracker = tracker
+        self.started.set()
+
+    def run_once(self, conn: psycopg.Connection) -> int:
+        """Read rows after the horizon and deliver what is deliverable. Returns events delivered."""
+        assert self.tracker is not None
+        delivered = 0
+        while True:
+            rows = events_global_after(conn, self.tracker.horizon, limit=READ_BATCH)
+            with self.lock:
+                ready = self.tracker.accept(rows)
+                for event in ready:
+                    for sub in self.subscribers:
+                        sub.offer(event)
+            delivered += len(ready)
+            if len(rows) < READ_BATCH or not ready:
+                return delivered
+
+    def _wait_for_notify(self, conn: psycopg.Connection) -> None:
+        assert self.tracker is not None
+        timeout = GAP_RECHECK_SECONDS if self.tracker.waiting else self.poll_seconds
+        for _ in conn.notifies(timeout=timeout, stop_after=1):
+            pass

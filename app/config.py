@@ -1,0 +1,98 @@
+"""The web app's own settings, read from the environment beside the engine's `Settings`.
+
+Same pattern as `engine.config`: one documented list of (name, default, help), so the README and
+the tests share it. `create_app(config)` takes overrides by field name, for the tests.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+PORT_DEFAULT = 8080
+WEB_THREADS_DEFAULT = 100
+WEB_DB_POOL_SIZE_DEFAULT = 8
+MAX_BODY_BYTES_DEFAULT = 256 * 1024
+RATE_WINDOW_SECONDS_DEFAULT = 60.0
+SUBMITS_PER_WINDOW_DEFAULT = 30
+ACTIONS_PER_WINDOW_DEFAULT = 60
+KILLS_PER_WINDOW_DEFAULT = 10
+LIVE_GAP_SECONDS_DEFAULT = 2.0
+LIVE_POLL_SECONDS_DEFAULT = 1.0
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """Every tunable of the web app; the metadata `help` of each field is its documentation."""
+
+    port: int = field(default=PORT_DEFAULT, metadata={
+        "env": "PORT", "help": "TCP port `python -m app` listens on (all interfaces)."})
+    web_threads: int = field(default=WEB_THREADS_DEFAULT, metadata={
+        "env": "WEB_THREADS", "help": "gunicorn threads of the single web process; every open "
+        "WebSocket holds one, so size it for viewers plus HTTP requests."})
+    web_db_pool_size: int = field(default=WEB_DB_POOL_SIZE_DEFAULT, metadata={
+        "env": "WEB_DB_POOL_SIZE", "help": "Postgres connections the web process may open (plus one "
+        "for its event listener)."})
+    secret_key: str = field(default="", metadata={
+        "env": "SECRET_KEY", "help": "Signs the session cookie that holds the CSRF token; empty uses "
+        "a random key generated once and kept in Postgres (table web_secrets)."})
+    max_body_bytes: int = field(default=MAX_BODY_BYTES_DEFAULT, metadata={
+        "env": "MAX_BODY_BYTES", "help": "Largest request body; bigger ones get 413."})
+    chaos_enabled: bool = field(default=True, metadata={
+        "env": "CHAOS_ENABLED", "help": "Show the Kill button and serve `POST /api/workers/<name>/kill`."})
+    rate_window_seconds: float = field(default=RATE_WINDOW_SECONDS_DEFAULT, metadata={
+        "env": "RATE_WINDOW_SECONDS", "help": "Length of the rate-limit window (the limits below count "
+        "per client and window, across all web processes)."})
+    submits_per_window: int = field(default=SUBMITS_PER_WINDOW_DEFAULT, metadata={
+        "env": "SUBMITS_PER_WINDOW", "help": "Runs a client may submit per window; 0 disables the limit."})
+    actions_per_window: int = field(default=ACTIONS_PER_WINDOW_DEFAULT, metadata={
+        "env": "ACTIONS_PER_WINDOW", "help": "Cancels and redrives a client may request per window; "
+        "0 disables the limit."})
+    kills_per_window: int = field(default=KILLS_PER_WINDOW_DEFAULT, metadata={
+        "env": "KILLS_PER_WINDOW", "help": "Kill-worker requests a client may make per window; 0 "
+        "disables the limit."})
+    client_ip_header: str = field(default="", metadata={
+        "env": "CLIENT_IP_HEADER", "help": "Header carrying the visitor's address when behind a proxy "
+        "(e.g. Fly-Client-IP); empty uses the peer address. Only set it behind a proxy that overwrites it."})
+    allowed_origins: str = field(default="", metadata={
+        "env": "ALLOWED_ORIGINS", "help": "Extra origins (comma-separated, e.g. https://demo.example) "
+        "allowed to open WebSockets and call the API from a browser; the page's own origin always is."})
+    secure_cookies: bool = field(default=False, metadata={
+        "env": "SECURE_COOKIES", "help": "Mark the session cookie Secure (set it when served over HTTPS)."})
+    live_gap_seconds: float = field(default=LIVE_GAP_SECONDS_DEFAULT, metadata={
+        "env": "LIVE_GAP_SECONDS", "help": "How long the live stream holds events behind a missing "
+        "audit id (a transaction that has not committed yet) before treating the id as rolled back."})
+    live_poll_seconds: float = field(default=LIVE_POLL_SECONDS_DEFAULT, metadata={
+        "env": "LIVE_POLL_SECONDS", "help": "Longest the live stream waits for a NOTIFY before it reads "
+        "the audit log anyway."})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:
+        """Build settings from the environment; a malformed value is a clear error."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.metadata["env"], raw, type(f.default))
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, raw: str, kind: type) -> object:
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def documented_web_settings() -> list[tuple[str, object, str]]:
+    """(environment name, default, help) of every web setting, for docs."""
+    return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(WebSettings)]

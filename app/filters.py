@@ -1,0 +1,98 @@
+"""Jinja filters for the templates: short ids, times, durations, truncated JSON, and one line of
+text per audit event. Everything returns plain strings: autoescaping does the rest."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from flask import Flask
+
+from engine.store import Event
+
+JSON_PREVIEW_CHARS = 1500
+
+
+def install(app: Flask) -> None:
+    app.jinja_env.filters.update(short_id=short_id, clock=clock, ago=ago, duration=duration,
+                                 pretty_json=pretty_json, event_text=event_text, step_label=step_label,
+                                 event_family=event_family)
+
+
+def short_id(value: object) -> str:
+    return str(value)[:8]
+
+
+def clock(value: datetime | str | None) -> str:
+    if value is None:
+        return ""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone().strftime("%H:%M:%S")
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 1:
+        return "just now"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def pretty_json(value: Any, limit: int = JSON_PREVIEW_CHARS) -> str:
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "\n… (truncated)"
+
+
+EVENT_FAMILIES = {
+    "ok": {"step_succeeded", "run_completed", "worker_started"},
+    "bad": {"step_dead_lettered", "run_failed", "worker_lost", "worker_kill_requested"},
+    "warn": {"step_retry_scheduled", "step_reclaimed", "step_result_discarded", "step_redriven"},
+    "muted": {"step_cancelled", "run_cancelled", "worker_stopped"},
+}
+
+
+def event_family(event_type: str) -> str:
+    """ok / bad / warn / muted / info: the colour of an event in the logs."""
+    return next((family for family, types in EVENT_FAMILIES.items() if event_type in types), "info")
+
+
+def step_label(name: str | None) -> str:
+    return (name or "").split(".", 1)[-1]
+
+
+def event_text(event: Event) -> str:
+    """What happened, in a few words, beyond the event's type."""
+    detail = event.detail or {}
+    if event.type == "run_created":
+        return f"{detail.get('steps', '?')} steps"
+    if event.type == "step_retry_scheduled":
+        return f"{detail.get('error', '')} — retry in {detail.get('delaySeconds', '?')}s"
+    if event.type in ("step_dead_lettered", "step_result_discarded") and detail.get("error"):
+        return str(detail["error"])
+    if event.type == "step_result_discarded":
+        return f"{detail.get('outcome', '')} result ignored: step is now {detail.get('currentStatus', '?')}"
+    if event.type == "step_reclaimed":
+        return f"{detail.get('reason', '')}"
+    if event.type == "step_redriven":
+        return "run re-opened" if detail.get("runReopened") else ""
+    if event.type == "run_failed":
+        return f"{detail.get('deadLetters', '?')} dead-lettered"
+    if event.type == "worker_kill_requested":
+        return f"pid {detail.get('pid')} via {detail.get('via')}"
+    if event.type in ("worker_started", "worker_lost"):
+        return f"pid {detail['pid']}" if detail.get("pid") else ""
+    return ""
