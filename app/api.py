@@ -16,12 +16,12 @@ from app.state import db, state
 from engine import store
 from engine.errors import InvalidRun
 from engine.store.dashboard import database_ping
+from engine.store.runs import run_to_api
 from engine.submit import submit_run
 
 bp = Blueprint("api", __name__)
 
 EVENTS_PAGE = 1000
-STEP_FIELDS = ("id", "name", "status", "attempt", "maxAttempts", "dependsOn", "output", "error")  # §9, as the CLI
 HEALTH_TIMEOUT_SECONDS = 2.0
 
 
@@ -46,8 +46,7 @@ def submit() -> tuple[Response, int]:
 def run_status(run_id: UUID) -> Response:
     with db() as conn:
         run = store.run_get(conn, run_id)
-    return jsonify({"id": run["id"], "goal": run["goal"], "status": run["status"],
-                    "steps": [{key: step[key] for key in STEP_FIELDS} for step in run["steps"]]})
+    return jsonify(run_to_api(run))
 
 
 @bp.get("/api/runs/<uuid:run_id>/events")

@@ -5,8 +5,9 @@ the tests share it. `create_app(config)` takes overrides by field name, for the 
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+
+from engine.config import describe, read_env
 
 PORT_DEFAULT = 8080
 WEB_THREADS_DEFAULT = 100
@@ -68,31 +69,9 @@ class WebSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:
         """Build settings from the environment; a malformed value is a clear error."""
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = environ.get(f.metadata["env"])
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.metadata["env"], raw, type(f.default))
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _parse(name: str, raw: str, kind: type) -> object:
-    if kind is bool:
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name} must be true or false, got {raw!r}")
-    try:
-        return kind(raw)
-    except ValueError:
-        what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
-        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+        return read_env(cls, environ, overrides)
 
 
 def documented_web_settings() -> list[tuple[str, object, str]]:
     """(environment name, default, help) of every web setting, for docs."""
-    return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(WebSettings)]
+    return describe(WebSettings)

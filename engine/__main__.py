@@ -16,6 +16,7 @@ from engine import store
 from engine.config import Settings
 from engine.errors import EngineError
 from engine.eventcursor import EventCursor
+from engine.store.runs import run_to_api
 from engine.submit import submit_run
 from engine.verify import verify_all, verify_run
 
@@ -39,15 +40,8 @@ def cmd_submit(conn: psycopg.Connection, settings: Settings, args: argparse.Name
     return 0
 
 
-def api_run(conn: psycopg.Connection, run_id: str) -> dict[str, Any]:
-    run = store.run_get(conn, run_id)
-    keys = ("id", "name", "status", "attempt", "maxAttempts", "dependsOn", "output", "error")
-    return {"id": run["id"], "goal": run["goal"], "status": run["status"],
-            "steps": [{k: s[k] for k in keys} for s in run["steps"]]}
-
-
 def cmd_status(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    _print_json(api_run(conn, args.run_id))
+    _print_json(run_to_api(store.run_get(conn, args.run_id)))
     return 0
 
 

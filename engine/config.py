@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DATABASE_URL_DEFAULT = "postgresql:///durable_agent"
 LEASE_SECONDS_DEFAULT = 15.0
@@ -89,21 +92,40 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from the environment; a malformed number is a clear error."""
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = environ.get(f.metadata["env"])
-            if raw is None or raw == "":
-                continue
-            kind = type(f.default)
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{f.metadata['env']} must be a {kind.__name__}, got {raw!r}") from None
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        return read_env(cls, environ, overrides)
+
+
+def read_env(cls: type[T], environ: dict[str, str] | None, overrides: dict[str, object]) -> T:
+    """Build a settings dataclass whose fields carry `env` metadata from the environment: each
+    field's type is its default's (str, int, float or bool); empty or unset keeps the default."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, object] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        raw = environ.get(f.metadata["env"])
+        if raw is not None and raw != "":
+            values[f.name] = parse_value(f.metadata["env"], raw, type(f.default))
+    values.update(overrides)
+    return cls(**values)
+
+
+def parse_value(name: str, raw: str, kind: type) -> object:
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        what = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def describe(cls: type) -> list[tuple[str, object, str]]:
+    """(environment name, default, help) of every field, for docs and `--help`."""
+    return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(cls)]
 
 
 def documented_settings() -> list[tuple[str, object, str]]:
-    """(environment name, default, help) of every setting, for docs and `--help`."""
-    return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(Settings)]
+    return describe(Settings)

@@ -142,6 +142,15 @@ def run_get(conn: psycopg.Connection, run_id: UUID | str) -> dict[str, Any]:
     }
 
 
+API_STEP_FIELDS = ("id", "name", "status", "attempt", "maxAttempts", "dependsOn", "output", "error")
+
+
+def run_to_api(run: dict[str, Any]) -> dict[str, Any]:
+    """`run_get`'s result cut to the shape of `GET /api/runs/<id>` (DESIGN.md §9)."""
+    return {"id": run["id"], "goal": run["goal"], "status": run["status"],
+            "steps": [{key: step[key] for key in API_STEP_FIELDS} for step in run["steps"]]}
+
+
 def run_list(conn: psycopg.Connection, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
     """Newest runs first, with step counts by status."""
     return conn.execute(
