@@ -97,7 +97,13 @@ def supervisor_kill(socket_path: str, program: str) -> int | None:
     """SIGKILL a supervisord program (named like the worker); returns the pid it had."""
     proxy = xmlrpc.client.ServerProxy("http://supervisor", transport=UnixSocketTransport(socket_path))
     try:
-        pid = proxy.supervisor.getProcessInfo(program).get("pid") or None
+        info = proxy.supervisor.getProcessInfo(program)
+        # Only a program supervisord counts as RUNNING (up for its startsecs): killing one that is
+        # still starting counts as a failed start, and a few in a row would make it FATAL.
+        if info.get("statename") != "RUNNING":
+            raise Conflict(f"{program} is {str(info.get('statename', 'not running')).lower()}; "
+                           "wait until it is running again")
+        pid = info.get("pid") or None
         proxy.supervisor.signalProcess(program, "KILL")
     except xmlrpc.client.Fault as fault:
         raise Conflict(f"supervisord could not kill {program}: {fault.faultString}") from None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app.chaos import UnixSocketTransport
 from engine import store
 from tests.helpers import FAST_ENV, ROOT, wait_for
 from tests.web.support import WebServer
@@ -55,13 +57,26 @@ def started_pids(conn) -> list[int]:
             if e.type == "worker_started" and e.worker == PROGRAM]
 
 
+def supervisor_state(socket_path: Path) -> str:
+    proxy = xmlrpc.client.ServerProxy("http://supervisor", transport=UnixSocketTransport(str(socket_path)))
+    try:
+        return proxy.supervisor.getProcessInfo(PROGRAM)["statename"]
+    except OSError:
+        return "unreachable"
+
+
 def test_kill_goes_through_supervisord_which_brings_the_worker_back(supervised_worker, db_url, conn, tmp_path):
     first_pid = wait_for(lambda: started_pids(conn), 30, "the supervised worker to start")[0]
+    wait_for(lambda: supervisor_state(supervised_worker) == "RUNNING", 30, "supervisord to count it as running")
     web = WebServer(db_url, tmp_path, SUPERVISOR_SOCKET=str(supervised_worker)).start()
     try:
         status, body = web.json("POST", f"/api/workers/{PROGRAM}/kill")
         assert status == 202, body
         assert body["via"] == "supervisor" and body["pid"] == first_pid
+        # While supervisord restarts it (startsecs not yet over), another kill would count as a
+        # failed start — enough of those make the program FATAL — so it is refused.
+        status, body = web.json("POST", f"/api/workers/{PROGRAM}/kill")
+        assert status in (404, 409), body
         pids = wait_for(lambda: (p := started_pids(conn)) and len(p) == 2 and p, 30, "supervisord to restart it")
         assert pids[1] != first_pid
         wait_for(lambda: any(e.type == "worker_lost" and e.worker == PROGRAM
