@@ -1,0 +1,6 @@
+"""Benchmarks of the engine and of its peers: `python -m bench [--quick] [--json FILE]`.
+
+One module per benchmark (throughput, peers, handoff, submit_latency, live_view, resources; the
+recovery benchmark is `bench.recovery`). Each returns `Figure`s; `bench.report` prints the table
+and writes the JSON with the keys of DESIGN.md §9. Never part of the pass/fail suite.
+"""
