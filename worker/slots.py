@@ -23,7 +23,7 @@ def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
         encoded = json.dumps(output)
         if len(encoded) > MAX_OUTPUT_BYTES:
             raise PermanentError(f"output is {len(encoded)} bytes, more than {MAX_OUTPUT_BYTES}")
-        return StepResult(step.id, step.attempt, ok=True, output=output)
+        return StepResult(step.id, step.attempt, ok=True, output=output, run_id=step.run_id)
     except PermanentError as exc:
         return failure(step, f"permanent: {exc}", permanent=True)
     except RetryAfter as exc:
@@ -43,7 +43,7 @@ def failure(step: ClaimedStep, error: str, permanent: bool = False, delay: float
     if delay is None:
         delay = 0.0 if dead else jitter(step.attempt, step.backoff_base, step.backoff_max)
     return StepResult(step.id, step.attempt, ok=False, error=error[:MAX_ERROR_CHARS],
-                      delay_seconds=delay, dead_letter=dead)
+                      delay_seconds=delay, dead_letter=dead, run_id=step.run_id)
 
 
 def _describe(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ class InFlight:
     ctx: StepContext
     deadline: float  # time.monotonic() after which the attempt has timed out
     timed_out: bool = False
+    finished: bool = False  # the handler returned; its result waits for the recorder
     started: float = field(default_factory=time.monotonic)
 
 
@@ -47,6 +48,7 @@ class Worker:
         self.stopping = threading.Event()      # SIGTERM: stop claiming
         self.shutdown = threading.Event()      # everything ends
         self.results: queue.Queue[StepResult] = queue.Queue()
+        self.reserved = 0  # slots the recorder is claiming for in its transaction right now
         # Room beyond the slots for handler threads that outlived their timeout.
         self.executor = ThreadPoolExecutor(max_workers=self.concurrency * 2, thread_name_prefix=f"{name}-slot")
         url = settings.database_url
@@ -126,14 +128,29 @@ class Worker:
         with self.lock:
             return sum(1 for f in self.in_flight.values() if not f.timed_out)
 
+    def free_slots(self) -> int:
+        """Slots whose handler is not running. A finished step waiting for the recorder's commit
+        keeps its lease (and its heartbeat) but not its slot, so claiming overlaps recording; at
+        most `concurrency` such results may wait, which bounds what a slow database can pile up."""
+        with self.lock:
+            return self._free_slots_locked()
+
+    def _free_slots_locked(self, recording: int = 0) -> int:
+        executing = sum(1 for f in self.in_flight.values() if not f.timed_out and not f.finished)
+        waiting = len(self.in_flight) - recording
+        return min(self.concurrency - executing, 2 * self.concurrency - waiting) - self.reserved
+
     def run_once(self, wait: bool = False) -> int:
         """One iteration of the claim loop: claim up to the free slots and start them. With
         `wait`, sleep until woken (NOTIFY, a free slot, the next retry time, or the poll interval)
         when nothing was claimed. Returns the number of steps claimed."""
-        free = self.concurrency - self.active_count()
+        # Clear before looking, whether or not a slot is free: a wake-up that arrives after this
+        # line is kept for the wait below, and one that came before is answered by this look. (Left
+        # set while every slot is busy, it made the loop spin until a slot freed.)
+        self.wake.clear()
+        free = self.free_slots()
         claimed: list[ClaimedStep] = []
         if free > 0 and not self.stopping.is_set():
-            self.wake.clear()
             try:
                 claimed = store.step_claim(self.claimer.get(), self.label, self.worker_id or 0, free,
                                            self.settings.lease_seconds)
@@ -144,6 +161,8 @@ class Worker:
                 return 0
             for step in claimed:
                 self._start(step)
+            if claimed:
+                self._notify(steps_ready=False)
         if wait and not claimed:
             self.wake.wait(self._idle_wait_seconds(free))
         return len(claimed)
@@ -174,7 +193,11 @@ class Worker:
             if flight.timed_out:  # the timeout was already recorded as this attempt's outcome
                 self.in_flight.pop(flight.step.id, None)
                 return
+            flight.finished = True
+            idle = not any(not f.finished and not f.timed_out for f in self.in_flight.values())
         self.results.put(result)
+        if idle:  # every slot is free: claim now instead of after the recorder's commit
+            self.wake.set()
 
     def _record_notification(self, step: ClaimedStep, message: str) -> bool:
         with self.side_effects_lock:
@@ -212,30 +235,55 @@ class Worker:
                     break
             self._record(batch)
 
+    def _notify(self, steps_ready: bool) -> None:
+        """After the claim's commit: announce its step_started rows."""
+        try:
+            store.notify_after_commit(self.claimer.get(), steps_ready)
+        except (StopRequested, *unavailable_errors):
+            pass  # a lost wake-up costs latency only: every listener also polls
+
     def _record(self, batch: list[StepResult]) -> None:
-        while True:
-            try:
-                discarded = store.step_record_results(self.recorder.get(), self.label, batch)
-                break
-            except StopRequested:
-                return
-            except unavailable_errors as exc:
-                self.recorder.broken(exc)
-            except psycopg.errors.DeadlockDetected:
-                log.info("deadlock while recording %d result(s); retrying", len(batch))
-            except Exception:  # noqa: BLE001 - never lose the recorder thread to one bad batch
-                # The attempts stay running in the database; their leases expire and they are retried.
-                log.exception("could not record %d result(s); leaving them to lease expiry", len(batch))
-                self.recorder.close()
-                discarded = 0
-                break
-        if discarded:
-            log.warning("%d result(s) discarded: the step was taken away from this attempt", discarded)
+        """Record the batch and, in the same transaction, claim as many steps as there are free slots."""
+        summary, claimed, limit = store.RecordSummary(0, 0), [], 0
+        with self.lock:
+            if not self.stopping.is_set():
+                limit = max(0, self._free_slots_locked(recording=len(batch)))
+                self.reserved += limit
+        try:
+            while True:
+                try:
+                    summary, claimed = store.step_record_and_claim(
+                        self.recorder.get(), self.label, self.worker_id or 0, batch, limit,
+                        self.settings.lease_seconds)
+                    break
+                except StopRequested:
+                    return
+                except unavailable_errors as exc:
+                    self.recorder.broken(exc)
+                except psycopg.errors.DeadlockDetected:
+                    log.info("deadlock while recording %d result(s); retrying", len(batch))
+                except Exception:  # noqa: BLE001 - never lose the recorder thread to one bad batch
+                    # The attempts stay running in the database; their leases expire and they are retried.
+                    log.exception("could not record %d result(s); leaving them to lease expiry", len(batch))
+                    self.recorder.close()
+                    break
+        finally:
+            with self.lock:
+                self.reserved -= limit
+        if summary.discarded:
+            log.warning("%d result(s) discarded: the step was taken away from this attempt", summary.discarded)
         with self.lock:
             for result in batch:
                 flight = self.in_flight.get(result.step_id)
                 if flight and flight.step.attempt == result.attempt:
                     del self.in_flight[result.step_id]
+        for step in claimed:
+            self._start(step)
+        # Other workers are woken only when this one may have left ready steps behind.
+        try:
+            store.notify_after_commit(self.recorder.get(), steps_ready=summary.newly_ready > 0 and len(claimed) >= limit)
+        except (StopRequested, *unavailable_errors):
+            pass  # a lost wake-up costs latency only: every listener also polls
         self.wake.set()
 
     # -- listening -----------------------------------------------------------------------------

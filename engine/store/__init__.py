@@ -25,9 +25,12 @@ from engine.store.runs import (
 )
 from engine.store.steps import (
     ClaimedStep,
+    RecordSummary,
     StepResult,
+    notify_after_commit,
     step_claim,
     step_heartbeat,
+    step_record_and_claim,
     step_record_results,
     step_release,
     step_seconds_until_ready,
@@ -41,10 +44,10 @@ from engine.store.workers import (
 )
 
 __all__ = [
-    "EVENTS_CHANNEL", "STEPS_READY_CHANNEL", "ClaimedStep", "Event", "StepResult", "connect",
-    "event_latest_id", "events_after", "events_recent", "listen", "make_pool", "reclaim_dead_workers",
+    "EVENTS_CHANNEL", "STEPS_READY_CHANNEL", "ClaimedStep", "RecordSummary", "Event", "StepResult", "connect",
+    "event_latest_id", "events_after", "events_recent", "listen", "make_pool", "notify_after_commit", "reclaim_dead_workers",
     "reclaim_expired_leases", "run_cancel", "run_get", "run_ids", "run_list", "run_submit", "step_claim",
-    "step_heartbeat", "step_seconds_until_ready", "step_record_results", "step_redrive", "step_release",
+    "step_heartbeat", "step_seconds_until_ready", "step_record_and_claim", "step_record_results", "step_redrive", "step_release",
     "unavailable_errors", "worker_lock_liveness", "worker_register", "worker_stopped",
     "worker_touch", "workers_list",
 ]

@@ -32,13 +32,11 @@ WITH picked AS (
 ), started AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
     SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
-), note AS MATERIALIZED (
-    SELECT pg_notify('dae_events', '') AS sent
 )
 SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
                       FROM step_deps d JOIN steps p ON p.id = d.depends_on
                       WHERE d.step_id = c.id), '{}'::jsonb) AS parents
-FROM claimed c, note
+FROM claimed c
 """
 
 # One statement records a batch of outcomes: successes promote children whose last parent this
@@ -190,6 +188,7 @@ class StepResult:
     error: str | None = None
     delay_seconds: float = 0.0
     dead_letter: bool = False
+    run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
 
 
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
@@ -202,11 +201,8 @@ def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int
     return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
 
 
-def step_record_results(conn: psycopg.Connection, worker: str, results: list[StepResult]) -> int:
-    """Record a batch of outcomes in one transaction; returns how many were discarded (fenced)."""
-    if not results:
-        return 0
-    params = {
+def _record_params(worker: str, results: list[StepResult]) -> dict:
+    return {
         "worker": worker,
         "ids": [r.step_id for r in results],
         "attempts": [r.attempt for r in results],
@@ -216,13 +212,38 @@ def step_record_results(conn: psycopg.Connection, worker: str, results: list[Ste
         "delays": [max(0.0, r.delay_seconds) for r in results],
         "dead": [r.dead_letter for r in results],
     }
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    discarded: int
+    newly_ready: int
+
+
+# NOTIFY is only a wake-up, and a transaction that notifies holds a cluster-wide lock from its
+# pre-commit until its commit is flushed: every notifying transaction commits one after another.
+# So the data transactions do not notify; this statement does, after their commit, as its own
+# transaction with an asynchronous commit (nothing to make durable), holding that lock briefly.
+_NOTIFY_AFTER_COMMIT = """
+SELECT set_config('synchronous_commit', 'off', true),
+       pg_notify('dae_events', ''),
+       CASE WHEN %(steps_ready)s THEN pg_notify('dae_steps_ready', '') END
+"""
+
+
+def notify_after_commit(conn: psycopg.Connection, steps_ready: bool) -> None:
+    """Announce committed audit rows (and, if asked, claimable steps) in one round trip."""
+    conn.execute(_NOTIFY_AFTER_COMMIT, {"steps_ready": steps_ready})
+
+
+def step_record_results(conn: psycopg.Connection, worker: str, results: list[StepResult]) -> RecordSummary:
+    """Record a batch of outcomes in one transaction (no NOTIFY: see `notify_after_commit`)."""
+    if not results:
+        return RecordSummary(0, 0)
     with conn.transaction():
-        summary = conn.execute(_RECORD, params).fetchone()
+        summary = conn.execute(_RECORD, _record_params(worker, results)).fetchone()
         finalize_runs(conn, summary["touched_runs"])
-        notify_events(conn)
-        if summary["newly_ready"]:
-            notify_steps_ready(conn)
-    return summary["discarded"]
+    return RecordSummary(summary["discarded"], summary["newly_ready"])
 
 
 def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
@@ -233,6 +254,29 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
         return []
     conn.execute(_LOCK_RUNS, {"runs": run_ids})
     return conn.execute(_FINALIZE_RUNS, {"runs": run_ids}).fetchall()
+
+
+def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
+                          limit: int, lease_seconds: float) -> tuple[RecordSummary, list[ClaimedStep]]:
+    """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
+    made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: two
+    round trips (psycopg syncs before and after COMMIT) instead of six. The runs a batch can touch
+    are its steps' runs (children belong to the same run), so they are locked and finalized without
+    waiting for the record statement's answer. Lock order as in `step_record_results` (steps, then
+    runs); the claim only skips locks."""
+    if any(r.run_id is None for r in results):
+        raise ValueError("step_record_and_claim needs the run id of every result")
+    params = _record_params(worker, results)
+    runs = sorted({r.run_id for r in results}, key=str)
+    with conn.pipeline(), conn.transaction():
+        recorded = conn.execute(_RECORD, params)
+        conn.execute(_LOCK_RUNS, {"runs": runs})
+        conn.execute(_FINALIZE_RUNS, {"runs": runs})
+        claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
+                                      "lease": lease_seconds}) if limit > 0 else None
+    summary = recorded.fetchone()
+    claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
+    return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
 
 
 def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], lease_seconds: float) -> set[int]:

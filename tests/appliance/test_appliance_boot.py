@@ -308,9 +308,9 @@ def test_appliance_boots_survives_a_killed_worker_stops_cleanly_and_keeps_its_da
 
     # Kill worker-1 while it holds a step: supervisord restarts it, the step is retried. More
     # steps than one worker has slots, so that both get some.
-    old_pid = appliance.program_pid("worker-1")
+    old_pid = appliance.wait_for("supervisord to count worker-1 as running", lambda: appliance.program_pid("worker-1"))
     assert old_pid == appliance.workers()["worker-1"]["pid"]
-    killed_run = appliance.submit([fetch_step(f"slow_{i}", 3) for i in range(24)])
+    killed_run = appliance.submit([fetch_step(f"slow_{i}", 3) for i in range(48)])
     appliance.wait_for("worker-1 to run a step", lambda: appliance.workers()["worker-1"]["running"])
     status, body = appliance.request("POST", "/api/workers/worker-1/kill")
     assert 200 <= status < 300, body
