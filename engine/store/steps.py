@@ -5,7 +5,6 @@ was reclaimed or cancelled matches nothing, and its result is recorded as discar
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -184,7 +183,7 @@ class StepResult:
     step_id: int
     attempt: int
     ok: bool
-    output: Any = None
+    output_json: str | None = None  # the output, already JSON-encoded (the worker checked its size)
     error: str | None = None
     delay_seconds: float = 0.0
     dead_letter: bool = False
@@ -207,7 +206,7 @@ def _record_params(worker: str, results: list[StepResult]) -> dict:
         "ids": [r.step_id for r in results],
         "attempts": [r.attempt for r in results],
         "ok": [r.ok for r in results],
-        "outputs": [json.dumps(r.output) if r.ok else None for r in results],
+        "outputs": [r.output_json if r.ok else None for r in results],
         "errors": [r.error for r in results],
         "delays": [max(0.0, r.delay_seconds) for r in results],
         "dead": [r.dead_letter for r in results],
