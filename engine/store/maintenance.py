@@ -1,5 +1,6 @@
 """Housekeeping for a long-lived (public) installation: prune finished runs past their retention,
-with their steps, edges, notifications and audit rows (ON DELETE CASCADE), and old worker rows."""
+with their steps, edges and notifications (ON DELETE CASCADE) and their audit rows (deleted here:
+the audit log has no foreign key, see migrations/0003), and old worker rows."""
 from __future__ import annotations
 
 import psycopg
@@ -13,6 +14,8 @@ WITH old AS (
     WHERE finished_at < now() - make_interval(secs => %(seconds)s)
     ORDER BY finished_at LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
+), audit AS (
+    DELETE FROM audit_log a USING old WHERE a.run_id = old.id
 )
 DELETE FROM runs r USING old WHERE r.id = old.id
 """
