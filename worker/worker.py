@@ -8,7 +8,6 @@ import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -49,8 +48,11 @@ class Worker:
         self.shutdown = threading.Event()      # everything ends
         self.results: queue.Queue[StepResult] = queue.Queue()
         self.reserved = 0  # slots the recorder is claiming for in its transaction right now
-        # Room beyond the slots for handler threads that outlived their timeout.
-        self.executor = ThreadPoolExecutor(max_workers=self.concurrency * 2, thread_name_prefix=f"{name}-slot")
+        # Slot threads take claimed steps from this queue (None stops one). Twice the slots, for
+        # handler threads that outlived their timeout. No Future per step: on the hot path, a
+        # ThreadPoolExecutor's Future and its Condition cost more than the queue hand-off itself.
+        self.tasks: queue.SimpleQueue[InFlight | None] = queue.SimpleQueue()
+        self.slot_threads = self.concurrency * 2
         url = settings.database_url
         self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect)
         self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown)
@@ -65,8 +67,9 @@ class Worker:
     def start(self) -> None:
         """Register, take the liveness lock and start the background loops."""
         self.liveness.get()
-        for target, label in ((self._listen_loop, "listen"), (self._record_loop, "record"),
-                              (self.reaper.loop, "reaper")):
+        loops = [(self._listen_loop, "listen"), (self._record_loop, "record"), (self.reaper.loop, "reaper")]
+        loops += [(self._slot_loop, f"slot{i}") for i in range(self.slot_threads)]
+        for target, label in loops:
             thread = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
             thread.start()
             self.threads.append(thread)
@@ -112,7 +115,8 @@ class Worker:
         except (StopRequested, *unavailable_errors) as exc:
             log.warning("could not release steps on shutdown (%s); leases will expire", exc)
         self.shutdown.set()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        for _ in range(self.slot_threads):
+            self.tasks.put(None)
         for conn in (self.claimer, self.recorder, self.side_effects, self.liveness):
             conn.close()
         log.info("worker %s stopped", self.name)
@@ -185,7 +189,11 @@ class Worker:
         flight = InFlight(step, ctx, deadline=time.monotonic() + step.timeout_seconds)
         with self.lock:
             self.in_flight[step.id] = flight
-        self.executor.submit(self._execute, flight)
+        self.tasks.put(flight)
+
+    def _slot_loop(self) -> None:
+        while (flight := self.tasks.get()) is not None:
+            self._execute(flight)
 
     def _execute(self, flight: InFlight) -> None:
         result = execute_step(flight.step, flight.ctx)
