@@ -3,7 +3,6 @@ from a migrated template), real worker processes."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,7 @@ from engine.config import Settings
 from engine.migrate import migrate
 from engine.pgcluster import PgCluster
 from engine.store import connect
-from tests.helpers import FAST_ENV, WorkerProcess
-
-TEMPLATE_DB = "dae_template"
+from tests.helpers import FAST_ENV, TEMPLATE_DB, WorkerProcess, create_database, drop_database
 
 
 @pytest.fixture(scope="session")
@@ -31,26 +28,11 @@ def pg() -> Iterator[PgCluster]:
         cluster.destroy()
 
 
-def _create_database(cluster: PgCluster) -> str:
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    return name
-
-
-def _drop_database(cluster: PgCluster, name: str) -> None:
-    try:
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    except psycopg.OperationalError:
-        pass  # the cluster may be down after a chaos test; it is thrown away anyway
-
-
 @pytest.fixture
 def db_url(pg: PgCluster) -> Iterator[str]:
-    name = _create_database(pg)
+    name = create_database(pg, "t_")
     yield pg.url(name)
-    _drop_database(pg, name)
+    drop_database(pg, name)
 
 
 @pytest.fixture

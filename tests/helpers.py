@@ -7,9 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psycopg
+
+from engine.pgcluster import PgCluster
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +132,22 @@ def chain(length: int, **input_: Any) -> dict[str, Any]:
     steps = [step(f"tool_call.s{i}", [f"tool_call.s{i - 1}"] if i else None, tool="fetch_data", **input_)
              for i in range(length)]
     return make_run(*steps, goal=f"chain of {length}")
+
+
+TEMPLATE_DB = "dae_template"  # created and migrated once per session by the root conftest's `pg` fixture
+
+
+def create_database(cluster: PgCluster, prefix: str) -> str:
+    """A fresh database cloned from the migrated template."""
+    name = prefix + uuid.uuid4().hex[:12]
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    return name
+
+
+def drop_database(cluster: PgCluster, name: str) -> None:
+    try:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except psycopg.OperationalError:
+        pass  # the cluster may be down after a chaos test; it is thrown away anyway

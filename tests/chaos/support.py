@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 
@@ -77,25 +77,35 @@ def seconds_since(wall_time: float, event: Event) -> float:
     return event.ts.timestamp() - wall_time
 
 
-class Supervisor:
-    """Restarts any worker process that exited, like supervisord's autorestart; counts restarts.
-    Use as a context manager so it stops before the fixtures stop the workers."""
+class BackgroundLoop:
+    """A daemon thread running `_loop` for the duration of a `with` block; `_stop` ends it."""
 
-    def __init__(self, procs: list[WorkerProcess], check_seconds: float = 0.05) -> None:
-        self.procs = procs
-        self.check_seconds = check_seconds
-        self.restarts: Counter[str] = Counter()
-        self.lock = threading.Lock()  # a chaos thread must not signal a process being replaced
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def __enter__(self) -> Supervisor:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class Supervisor(BackgroundLoop):
+    """Restarts any worker process that exited, like supervisord's autorestart; counts restarts.
+    Use as a context manager so it stops before the fixtures stop the workers."""
+
+    def __init__(self, procs: list[WorkerProcess], check_seconds: float = 0.05) -> None:
+        super().__init__("supervisor")
+        self.procs = procs
+        self.check_seconds = check_seconds
+        self.restarts: Counter[str] = Counter()
+        self.lock = threading.Lock()  # a chaos thread must not signal a process being replaced
 
     def _loop(self) -> None:
         while not self._stop.wait(self.check_seconds):

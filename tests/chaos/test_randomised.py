@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from engine.submit import submit_run
-from tests.chaos.support import Supervisor, assert_invariants, run_events, wait_registered, wait_terminal
+from tests.chaos.support import BackgroundLoop, Supervisor, assert_invariants, run_events, wait_registered, wait_terminal
 from tests.helpers import make_run, step
 
 pytestmark = pytest.mark.chaos
@@ -64,24 +63,15 @@ def random_runs(rng: random.Random, total_steps: int) -> list[tuple[dict[str, An
     return runs
 
 
-class ChaosMonkey:
+class ChaosMonkey(BackgroundLoop):
     """Signals a random live worker every 0.3–1.2 s: SIGKILL, and every fourth time SIGTERM (a graceful
     stop that releases unfinished steps). The supervisor brings them back."""
 
     def __init__(self, supervisor: Supervisor, rng: random.Random) -> None:
+        super().__init__("chaos")
         self.supervisor = supervisor
         self.rng = rng
         self.sent: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="chaos", daemon=True)
-
-    def __enter__(self) -> ChaosMonkey:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def _loop(self) -> None:
         # The waits pace the chaos; nothing is synchronised on them.

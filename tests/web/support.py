@@ -12,7 +12,6 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,7 @@ import pytest
 
 from engine.pgcluster import PgCluster, free_port
 from engine.store import connect
-from tests.helpers import FAST_ENV, ROOT, WorkerProcess, wait_for
-
-TEMPLATE_DB = "dae_template"  # created and migrated by the root conftest's `pg` fixture
+from tests.helpers import FAST_ENV, ROOT, WorkerProcess, create_database, drop_database, wait_for
 
 # Limits off (tests submit many runs from one address); the tests of the limits turn them on.
 WEB_TEST_ENV = {
@@ -37,21 +34,6 @@ WEB_TEST_ENV = {
     "MAX_ACTIVE_RUNS_PER_CLIENT": "0",
     "LOG_LEVEL": "WARNING",
 }
-
-
-def create_database(cluster: PgCluster, prefix: str = "w_") -> str:
-    name = prefix + uuid.uuid4().hex[:12]
-    with psycopg.connect(cluster.url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    return name
-
-
-def drop_database(cluster: PgCluster, name: str) -> None:
-    try:
-        with psycopg.connect(cluster.url(), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    except psycopg.OperationalError:
-        pass
 
 
 class WebServer:
