@@ -48,9 +48,9 @@ class Reaper:
             if now >= self.next_heartbeat:
                 self.heartbeat(conn)
                 self.next_heartbeat = now + self.settings.heartbeat_seconds
-            reclaimed += store.reclaim_dead_workers(conn, self.worker.label, self.settings.restart_grace_seconds)
+            reclaimed += store.reclaim_dead_workers(conn, self.worker.name, self.settings.restart_grace_seconds)
             if now >= self.next_lease_sweep:
-                reclaimed += store.reclaim_expired_leases(conn, self.worker.label)
+                reclaimed += store.reclaim_expired_leases(conn, self.worker.name)
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)
             if now >= self.next_prune:
                 pruned = runs_prune(conn, self.settings.retention_hours)

@@ -84,11 +84,6 @@ class Worker:
         listen(conn, STEPS_READY_CHANNEL)
         self.wake.set()  # notifications may have been missed: look at the queue again
 
-    @property
-    def label(self) -> str:
-        """The name events carry: the worker's name and its incarnation."""
-        return self.name
-
     def run_forever(self) -> None:
         self.start()
         while not self.stopping.is_set():
@@ -108,10 +103,10 @@ class Worker:
                 flight.ctx.cancelled.set()
         try:
             conn = self.claimer.get()
-            released = store.step_release(conn, self.label, leftovers)
+            released = store.step_release(conn, self.name, leftovers)
             if released:
                 log.info("released %d unfinished step(s) to other workers", released)
-            store.worker_stopped(conn, self.worker_id or 0, self.label)
+            store.worker_stopped(conn, self.worker_id or 0, self.name)
         except (StopRequested, *unavailable_errors) as exc:
             log.warning("could not release steps on shutdown (%s); leases will expire", exc)
         self.shutdown.set()
@@ -122,7 +117,13 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     def _wait_results_recorded(self, deadline: float) -> None:
-        while not self.results.empty() and time.monotonic() < deadline:
+        """Until every finished handler's result is committed: releasing one still on its way
+        would make another worker run the step again."""
+        while time.monotonic() < deadline:
+            with self.lock:
+                waiting = any(f.finished for f in self.in_flight.values())
+            if not waiting and self.results.empty():
+                return
             self.wake.wait(0.05)
             self.wake.clear()
 
@@ -156,7 +157,7 @@ class Worker:
         claimed: list[ClaimedStep] = []
         if free > 0 and not self.stopping.is_set():
             try:
-                claimed = store.step_claim(self.claimer.get(), self.label, self.worker_id or 0, free,
+                claimed = store.step_claim(self.claimer.get(), self.name, self.worker_id or 0, free,
                                            self.settings.lease_seconds)
             except StopRequested:
                 return 0
@@ -261,7 +262,7 @@ class Worker:
             while True:
                 try:
                     summary, claimed = store.step_record_and_claim(
-                        self.recorder.get(), self.label, self.worker_id or 0, batch, limit,
+                        self.recorder.get(), self.name, self.worker_id or 0, batch, limit,
                         self.settings.lease_seconds)
                     break
                 except StopRequested:
