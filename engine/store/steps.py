@@ -99,9 +99,7 @@ WITH input AS (
 )
 SELECT (SELECT count(*) FROM promoted WHERE status = 'ready')
        + (SELECT count(*) FROM failed WHERE status = 'ready' AND delay <= 0) AS newly_ready,
-       (SELECT count(*) FROM discarded) AS discarded,
-       ARRAY(SELECT run_id FROM done UNION SELECT run_id FROM failed WHERE status = 'dead_letter'
-             UNION SELECT run_id FROM promoted) AS touched_runs
+       (SELECT count(*) FROM discarded) AS discarded
 """
 
 _LOCK_RUNS = """
@@ -235,16 +233,6 @@ def notify_after_commit(conn: psycopg.Connection, steps_ready: bool) -> None:
     conn.execute(_NOTIFY_AFTER_COMMIT, {"steps_ready": steps_ready})
 
 
-def step_record_results(conn: psycopg.Connection, worker: str, results: list[StepResult]) -> RecordSummary:
-    """Record a batch of outcomes in one transaction (no NOTIFY: see `notify_after_commit`)."""
-    if not results:
-        return RecordSummary(0, 0)
-    with conn.transaction():
-        summary = conn.execute(_RECORD, _record_params(worker, results)).fetchone()
-        finalize_runs(conn, summary["touched_runs"])
-    return RecordSummary(summary["discarded"], summary["newly_ready"])
-
-
 def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
     """Complete or fail the given runs if their steps say so. Call inside the transaction that
     changed the steps; the run rows are locked first so two transactions finishing the last two
@@ -261,8 +249,8 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
     made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: two
     round trips (psycopg syncs before and after COMMIT) instead of six. The runs a batch can touch
     are its steps' runs (children belong to the same run), so they are locked and finalized without
-    waiting for the record statement's answer. Lock order as in `step_record_results` (steps, then
-    runs); the claim only skips locks."""
+    waiting for the record statement's answer. Lock order: steps (the record statement), then runs
+    (`_LOCK_RUNS`), as everywhere else; the claim only skips locks."""
     if any(r.run_id is None for r in results):
         raise ValueError("step_record_and_claim needs the run id of every result")
     params = _record_params(worker, results)
