@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from app.state import db
+from engine.model import StepStatus
 from engine.store.dashboard import queue_snapshot
 
 
@@ -33,7 +34,7 @@ class QueueCollector:
         yield GaugeMetricFamily("dae_oldest_ready_step_age_seconds",
                                 "Age of the oldest claimable step (0 when none waits).",
                                 value=snapshot["oldest_ready_seconds"])
-        yield GaugeMetricFamily("dae_dead_letters", "Dead-lettered steps.", value=snapshot["steps"]["dead_letter"])
+        yield GaugeMetricFamily("dae_dead_letters", "Dead-lettered steps.", value=snapshot["steps"][StepStatus.DEAD_LETTER])
         yield GaugeMetricFamily("dae_workers_alive", "Workers registered as running.",
                                 value=snapshot["workers_alive"])
         yield GaugeMetricFamily("dae_audit_last_event_id", "Newest audit event id (a rate of events).",

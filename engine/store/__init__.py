@@ -1,14 +1,16 @@
 """The store: the only code that speaks SQL. Functions are named entity first (`step_claim`,
-`run_cancel`, `worker_register`) and take a connection or pool from the caller.
+`run_cancel`, `worker_register`) and take a connection or pool from the caller. Reads return the
+typed records of `engine.model` (`Run`, `Event`, `WorkerInfo`, ...), never JSON shapes: those are
+made at the edge, in `engine.wire`.
 
 Driver errors that mean "the database is gone" are translated into `StoreUnavailable` here, so the
 worker and the web app handle one exception of ours instead of psycopg's.
 """
+from engine.model import Event
 from engine.store.connection import connect, make_pool, unavailable_errors
 from engine.store.events import (
     EVENTS_CHANNEL,
     STEPS_READY_CHANNEL,
-    Event,
     event_latest_id,
     events_after,
     events_recent,

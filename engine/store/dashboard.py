@@ -8,10 +8,8 @@ from uuid import UUID
 
 import psycopg
 
-from engine.store.events import _SELECT_EVENTS, Event, _to_event
-
-STEP_STATUSES = ("pending", "ready", "running", "succeeded", "dead_letter", "cancelled")
-RUN_STATUSES = ("running", "completed", "failed", "cancelled")
+from engine.model import Event, RunStatus, StepStatus
+from engine.store.events import SELECT_EVENTS, event_from_row
 
 # One round trip for the dashboard and for every scrape. "retrying" are ready steps that wait out a
 # backoff (run_at in the future); "ready" are claimable now.
@@ -38,7 +36,7 @@ ORDER BY s.finished_at DESC NULLS LAST, s.id DESC
 LIMIT %s
 """
 
-_WORKER_EVENTS = _SELECT_EVENTS + """
+_WORKER_EVENTS = SELECT_EVENTS + """
 WHERE a.run_id IS NULL AND a.event = ANY(%(types)s) AND a.worker = ANY(%(workers)s)
   AND a.created_at BETWEEN %(start)s AND %(end)s
 ORDER BY a.id
@@ -51,8 +49,8 @@ def queue_snapshot(conn: psycopg.Connection) -> dict[str, Any]:
     steps, the oldest claimable step's age, live workers and the newest audit id."""
     row = conn.execute(_QUEUE).fetchone()
     return {
-        "steps": {status: int(row["steps"].get(status, 0)) for status in STEP_STATUSES},
-        "runs": {status: int(row["runs"].get(status, 0)) for status in RUN_STATUSES},
+        "steps": {status: int(row["steps"].get(status, 0)) for status in StepStatus},
+        "runs": {status: int(row["runs"].get(status, 0)) for status in RunStatus},
         "claimable": row["claimable"], "retrying": row["retrying"],
         "oldest_ready_seconds": row["oldest_ready_seconds"],
         "workers_alive": row["workers_alive"], "last_event_id": row["last_event_id"],
@@ -72,7 +70,7 @@ def worker_events_between(conn: psycopg.Connection, workers: list[str], start: d
         return []
     rows = conn.execute(_WORKER_EVENTS, {"types": list(types), "workers": workers,
                                          "start": start, "end": end}).fetchall()
-    return [_to_event(r) for r in rows]
+    return [event_from_row(r) for r in rows]
 
 
 def run_exists(conn: psycopg.Connection, run_id: UUID | str) -> bool:

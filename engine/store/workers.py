@@ -6,9 +6,9 @@ the moment the process dies, which is how the reaper tells a dead worker in mill
 """
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
+
+from engine.model import WorkerInfo, WorkerStatus
 
 LIVENESS_LOCK_CLASS = 7_341_002  # first key of the two-key advisory lock; the second is the incarnation
 
@@ -49,7 +49,7 @@ def worker_stopped(conn: psycopg.Connection, worker_id: int, name: str) -> None:
         conn.execute("SELECT pg_notify('dae_events', '')")
 
 
-def workers_list(conn: psycopg.Connection, include_gone: bool = False) -> list[dict[str, Any]]:
+def workers_list(conn: psycopg.Connection, include_gone: bool = False) -> list[WorkerInfo]:
     """Workers (newest incarnation per name first), with the ids of the steps each is running."""
     rows = conn.execute(
         """
@@ -61,4 +61,6 @@ def workers_list(conn: psycopg.Connection, include_gone: bool = False) -> list[d
         WHERE %s OR w.status = 'running'
         ORDER BY w.name, w.id DESC
         """, (include_gone,)).fetchall()
-    return rows
+    return [WorkerInfo(id=r["id"], name=r["name"], pid=r["pid"], host=r["host"], status=WorkerStatus(r["status"]),
+                       started_at=r["started_at"], last_seen=r["last_seen"],
+                       seen_seconds_ago=float(r["seen_seconds_ago"]), running=tuple(r["running"])) for r in rows]

@@ -22,15 +22,15 @@ def test_reaper_run_once_reclaims_the_step_of_a_worker_whose_session_died(conn, 
     try:
         # The lock is freed asynchronously after the session closes; poll run_once, no sleep needed.
         wait_for(lambda: reaper_host.reaper.run_once() == 1, 10, "the reaper to reclaim the dead worker's step")
-        step_row = store.run_get(conn, run_id)["steps"][0]
-        assert step_row["status"] == "ready" and step_row["attempt"] == 1 and step_row["reclaims"] == 1
+        step_row = store.run_get(conn, run_id).steps[0]
+        assert step_row.status == "ready" and step_row.attempt == 1 and step_row.reclaims == 1
         kinds = [e.type for e in store.events_recent(conn, 50)]
         assert "step_reclaimed" in kinds and "worker_lost" in kinds
         assert reaper_host.reaper.run_once() == 0  # nothing left to reclaim, and its own lock is held
 
         # One claim-loop iteration picks the step up again, as attempt 2.
         assert reaper_host.run_once() == 1
-        wait_for(lambda: store.run_get(conn, run_id)["steps"][0]["attempt"] == 2, 10, "attempt 2 to start")
+        wait_for(lambda: store.run_get(conn, run_id).steps[0].attempt == 2, 10, "attempt 2 to start")
     finally:
         reaper_host.shutdown.set()
         for connection in (reaper_host.claimer, reaper_host.recorder, reaper_host.reaper.conn,

@@ -3,35 +3,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.model import Event, Run, RunStatus, Step, StepStatus
 from engine.verify import check_run, replay
+from tests.records import event_record, run_record, step_record
 
 
 class Log:
-    """Builds an audit log in the API shape, numbering events in order."""
+    """Builds an audit log of `Event` records, numbering events in order."""
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
 
     def add(self, kind: str, step_id: int | None = None, attempt: int | None = None,
             detail: dict[str, Any] | None = None) -> Log:
-        self.events.append({"id": len(self.events) + 1, "type": kind, "stepId": step_id,
-                            "step": None if step_id is None else f"tool_call.s{step_id}",
-                            "attempt": attempt, "detail": detail})
+        self.events.append(event_record(len(self.events) + 1, kind, step_id, attempt, detail))
         return self
 
     def runs(self, step_id: int, attempt: int = 1) -> Log:
         return self.add("step_started", step_id, attempt).add("step_succeeded", step_id, attempt)
 
 
-def step_row(step_id: int, status: str, attempt: int, parents: tuple[int, ...] = ()) -> dict[str, Any]:
-    return {"id": step_id, "name": f"tool_call.s{step_id}", "status": status, "attempt": attempt,
-            "dependsOn": [f"tool_call.s{p}" for p in parents],
-            "output": {"ok": True} if status == "succeeded" else None}
+def step_row(step_id: int, status: StepStatus, attempt: int, parents: tuple[int, ...] = ()) -> Step:
+    return step_record(step_id, status=status, attempt=attempt, depends_on=[f"tool_call.s{p}" for p in parents])
 
 
-def two_step_run(status: str = "completed", first: str = "succeeded", second: str = "succeeded",
-                 attempts: tuple[int, int] = (1, 1)) -> dict[str, Any]:
-    return {"status": status, "steps": [step_row(1, first, attempts[0]), step_row(2, second, attempts[1], (1,))]}
+def two_step_run(status: RunStatus = RunStatus.COMPLETED, first: StepStatus = StepStatus.SUCCEEDED,
+                 second: StepStatus = StepStatus.SUCCEEDED, attempts: tuple[int, int] = (1, 1)) -> Run:
+    return run_record(step_row(1, first, attempts[0]), step_row(2, second, attempts[1], (1,)), status=status)
 
 
 def clean_log() -> Log:
@@ -67,7 +65,7 @@ def test_start_before_parent_succeeded_is_caught():
 
 
 def test_step_status_that_does_not_match_its_events_is_caught():
-    run = two_step_run(status="failed", second="dead_letter")
+    run = two_step_run(status=RunStatus.FAILED, second=StepStatus.DEAD_LETTER)
     problems = check_run(run, clean_log().events)
     assert "step tool_call.s2 (2) is dead_letter but its events replay to succeeded" in problems
     assert "run is failed but its events replay to completed" in problems
@@ -86,7 +84,7 @@ def test_attempts_that_go_backwards_are_caught():
 
 def test_run_status_inconsistent_with_its_steps_is_caught():
     log = Log().add("run_created").add("step_ready", 1).runs(1).add("step_ready", 2).add("run_completed")
-    problems = check_run(two_step_run(second="ready"), log.events)
+    problems = check_run(two_step_run(second=StepStatus.READY), log.events)
     assert "run is completed but its steps are ['ready', 'succeeded']" in problems
 
 
