@@ -56,11 +56,11 @@ def workers_list(conn: psycopg.Connection, include_gone: bool = False) -> list[W
         SELECT DISTINCT ON (w.name) w.id, w.name, w.pid, w.host, w.status, w.started_at, w.last_seen,
                extract(epoch FROM now() - w.last_seen) AS seen_seconds_ago,
                coalesce((SELECT array_agg(s.id ORDER BY s.id) FROM steps s
-                         WHERE s.status = 'running' AND s.lease_worker_id = w.id), '{}') AS running
+                         WHERE s.status = 'running' AND s.lease_worker_id = w.id), '{}') AS running_step_ids
         FROM workers w
         WHERE %s OR w.status = 'running'
         ORDER BY w.name, w.id DESC
         """, (include_gone,)).fetchall()
     return [WorkerInfo(id=r["id"], name=r["name"], pid=r["pid"], host=r["host"], status=WorkerStatus(r["status"]),
                        started_at=r["started_at"], last_seen=r["last_seen"],
-                       seen_seconds_ago=float(r["seen_seconds_ago"]), running=tuple(r["running"])) for r in rows]
+                       seen_seconds_ago=float(r["seen_seconds_ago"]), running=tuple(r["running_step_ids"])) for r in rows]
