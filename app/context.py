@@ -15,7 +15,8 @@ from app.dag_svg import dag_picture, display_status
 from app.timeline import timeline_picture
 from engine import store
 from engine.model import Event, Run, Step, StepStatus, WorkerStatus
-from engine.store.dashboard import dead_letters_list, queue_snapshot, steps_brief, worker_events_between
+from engine.store.dashboard import dead_letters_list, queue_snapshot, worker_events_between
+from engine.store.runs import steps_by_id
 
 FEED_LENGTH = 40
 RUN_LOG_LENGTH = 1000
@@ -28,7 +29,7 @@ def workers_context(conn: psycopg.Connection) -> dict[str, Any]:
     until it comes back)."""
     workers = [w for w in store.workers_list(conn, include_gone=True)
                if w.status == WorkerStatus.RUNNING or w.seen_seconds_ago < GONE_WORKERS_SECONDS]
-    running = steps_brief(conn, [step_id for w in workers for step_id in w.running])
+    running = steps_by_id(conn, [step_id for w in workers for step_id in w.running])
     return {"workers": [{**vars(w), "steps": [running[i] for i in w.running if i in running]} for w in workers]}
 
 

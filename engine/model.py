@@ -136,3 +136,30 @@ class WorkerInfo:
     last_seen: datetime
     seen_seconds_ago: float
     running: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead-lettered step with its run's goal and status (the dead-letter page)."""
+    id: int
+    name: str
+    run_id: UUID
+    goal: str
+    run_status: RunStatus
+    attempt: int
+    reclaims: int
+    error: str | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """Counts for the dashboard and `/metrics`. `steps` and `runs` hold every status, zeros included;
+    `claimable` are ready steps whose time has come, `retrying` ready steps waiting out a backoff."""
+    steps: dict[StepStatus, int]
+    runs: dict[RunStatus, int]
+    claimable: int
+    retrying: int
+    oldest_ready_seconds: float
+    workers_alive: int
+    last_event_id: int

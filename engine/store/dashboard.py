@@ -1,14 +1,14 @@
 """Read models for the web pages and `/metrics`: queue counts, the dead-letter list, and the
-worker events that mark a run's attempt timeline. Everything here only reads."""
+worker events that mark a run's attempt timeline, as `engine.model` records. Everything here only
+reads."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import psycopg
 
-from engine.model import Event, RunStatus, StepStatus
+from engine.model import DeadLetter, Event, QueueSnapshot, RunStatus, StepStatus
 from engine.store.events import SELECT_EVENTS, event_from_row
 
 # One round trip for the dashboard and for every scrape. "retrying" are ready steps that wait out a
@@ -44,22 +44,23 @@ LIMIT 500
 """
 
 
-def queue_snapshot(conn: psycopg.Connection) -> dict[str, Any]:
+def queue_snapshot(conn: psycopg.Connection) -> QueueSnapshot:
     """Steps and runs by status (every status present, zeros included), claimable and retrying
     steps, the oldest claimable step's age, live workers and the newest audit id."""
     row = conn.execute(_QUEUE).fetchone()
-    return {
-        "steps": {status: int(row["steps"].get(status, 0)) for status in StepStatus},
-        "runs": {status: int(row["runs"].get(status, 0)) for status in RunStatus},
-        "claimable": row["claimable"], "retrying": row["retrying"],
-        "oldest_ready_seconds": row["oldest_ready_seconds"],
-        "workers_alive": row["workers_alive"], "last_event_id": row["last_event_id"],
-    }
+    return QueueSnapshot(
+        steps={status: int(row["steps"].get(status, 0)) for status in StepStatus},
+        runs={status: int(row["runs"].get(status, 0)) for status in RunStatus},
+        claimable=row["claimable"], retrying=row["retrying"], oldest_ready_seconds=row["oldest_ready_seconds"],
+        workers_alive=row["workers_alive"], last_event_id=row["last_event_id"])
 
 
-def dead_letters_list(conn: psycopg.Connection, limit: int = 200) -> list[dict[str, Any]]:
+def dead_letters_list(conn: psycopg.Connection, limit: int = 200) -> list[DeadLetter]:
     """Dead-lettered steps, newest first, with their run's goal and status."""
-    return conn.execute(_DEAD_LETTERS, (limit,)).fetchall()
+    rows = conn.execute(_DEAD_LETTERS, (limit,)).fetchall()
+    return [DeadLetter(id=r["id"], name=r["name"], run_id=r["run_id"], goal=r["goal"],
+                       run_status=RunStatus(r["run_status"]), attempt=r["attempt"], reclaims=r["reclaims"],
+                       error=r["last_error"], finished_at=r["finished_at"]) for r in rows]
 
 
 def worker_events_between(conn: psycopg.Connection, workers: list[str], start: datetime, end: datetime,
@@ -75,15 +76,6 @@ def worker_events_between(conn: psycopg.Connection, workers: list[str], start: d
 
 def run_exists(conn: psycopg.Connection, run_id: UUID | str) -> bool:
     return conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,)).fetchone() is not None
-
-
-def steps_brief(conn: psycopg.Connection, step_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Name, run and status of the given steps, by id (what a worker is running)."""
-    if not step_ids:
-        return {}
-    rows = conn.execute("SELECT id, name, run_id, status, attempt FROM steps WHERE id = ANY(%s)",
-                        (step_ids,)).fetchall()
-    return {r["id"]: r for r in rows}
 
 
 def database_ping(conn: psycopg.Connection) -> None:

@@ -107,7 +107,7 @@ SELECT s.id, s.run_id, s.name, s.kind, s.tool, s.status, s.attempt, s.max_attemp
        s.input, s.output, s.last_error, s.reclaims, s.lease_owner, s.run_at, s.started_at, s.finished_at,
        coalesce((SELECT array_agg(p.name ORDER BY p.id) FROM step_deps d JOIN steps p ON p.id = d.depends_on
                  WHERE d.step_id = s.id), '{}') AS depends_on
-FROM steps s WHERE s.run_id = %s ORDER BY s.id
+FROM steps s
 """
 
 
@@ -118,10 +118,18 @@ def run_get(conn: psycopg.Connection, run_id: UUID | str) -> Run:
                        "FROM runs WHERE id = %s", (run_id,)).fetchone()
     if run is None:
         raise NotFound(f"no run {run_id}")
-    steps = conn.execute(_SELECT_STEPS, (run_id,)).fetchall()
+    steps = conn.execute(_SELECT_STEPS + " WHERE s.run_id = %s ORDER BY s.id", (run_id,)).fetchall()
     return Run(id=run["id"], goal=run["goal"], status=RunStatus(run["status"]),
                idempotency_key=run["idempotency_key"], created_at=run["created_at"],
                finished_at=run["finished_at"], steps=tuple(_step_from_row(s) for s in steps))
+
+
+def steps_by_id(conn: psycopg.Connection, step_ids: list[int]) -> dict[int, Step]:
+    """The given steps (of any runs), by id; ids that no longer exist are left out."""
+    if not step_ids:
+        return {}
+    rows = conn.execute(_SELECT_STEPS + " WHERE s.id = ANY(%s)", (step_ids,)).fetchall()
+    return {row["id"]: _step_from_row(row) for row in rows}
 
 
 def _step_from_row(row: dict[str, Any]) -> Step:

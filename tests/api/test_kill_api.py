@@ -6,13 +6,13 @@ import socket
 
 from engine import store
 from engine.model import WorkerInfo
-from engine.store.dashboard import steps_brief
+from engine.store.runs import steps_by_id
 from tests.helpers import make_run, step, wait_for
 
 
 def running_worker(conn, run_id: str) -> WorkerInfo | None:
     for worker in store.workers_list(conn):
-        runs = {str(s["run_id"]) for s in steps_brief(conn, list(worker.running)).values()}
+        runs = {str(s.run_id) for s in steps_by_id(conn, list(worker.running)).values()}
         if run_id in runs:
             return worker
     return None

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from engine import store
-from engine.store.dashboard import steps_brief
+from engine.store.runs import steps_by_id
 from tests.e2e.conftest import LAPTOP, PHONE
 from tests.e2e.test_dashboard import submit_from_form
 from tests.helpers import make_run, step
@@ -57,7 +57,7 @@ def paused(workers: list) -> Iterator[None]:
 def busy_worker(conn, run_id: str) -> str:
     """A worker that holds a step of the run right now."""
     for worker in store.workers_list(conn):
-        if any(str(s["run_id"]) == run_id for s in steps_brief(conn, list(worker.running)).values()):
+        if any(str(s.run_id) == run_id for s in steps_by_id(conn, list(worker.running)).values()):
             return worker.name
     raise AssertionError("no worker is running a step of the run")
 
