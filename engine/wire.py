@@ -1,7 +1,7 @@
 """The wire format: model records → the JSON shapes of the HTTP API, the WebSocket stream and the
-CLI (README "HTTP API"). This is the only place that knows those shapes (camelCase names, ISO 8601
-dates, ids as strings), so the store, the checker and the pages work on typed records and an API
-field can only change here.
+CLI (README, "Web app and API" and "CLI"). This is the only place that knows those shapes
+(camelCase names, ISO 8601 dates, ids as strings), so the store, the checker and the pages work on
+typed records and an API field can only change here.
 """
 from __future__ import annotations
 
