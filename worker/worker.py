@@ -19,6 +19,7 @@ from engine.store.events import STEPS_READY_CHANNEL, listen
 from engine.store.notifications import notification_record
 from engine.tools import StepContext
 from worker.connections import ReconnectingConnection, StopRequested
+from worker.llm_support import LlmSupport
 from worker.reaper import Reaper
 from worker.slots import execute_step, failure, make_context
 
@@ -60,6 +61,7 @@ class Worker:
         self.side_effects = ReconnectingConnection(url, f"{name}:tools", self.shutdown)
         self.side_effects_lock = threading.Lock()
         self.reaper = Reaper(self)
+        self.llm = LlmSupport(settings, name)
         self.threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -67,6 +69,7 @@ class Worker:
     def start(self) -> None:
         """Register, take the liveness lock and start the background loops."""
         self.liveness.get()
+        self.llm.configure(self.claimer.get())
         loops = [(self._listen_loop, "listen"), (self._record_loop, "record"), (self.reaper.loop, "reaper")]
         loops += [(self._slot_loop, f"slot{i}") for i in range(self.slot_threads)]
         for target, label in loops:
@@ -114,6 +117,7 @@ class Worker:
             self.tasks.put(None)
         for conn in (self.claimer, self.recorder, self.side_effects, self.liveness):
             conn.close()
+        self.llm.close()
         log.info("worker %s stopped", self.name)
 
     def _wait_results_recorded(self, deadline: float) -> None:
@@ -159,6 +163,7 @@ class Worker:
             try:
                 claimed = store.step_claim(self.claimer.get(), self.name, self.worker_id or 0, free,
                                            self.settings.lease_seconds)
+                claimed += self.llm.claim(self.claimer.get(), self.name, self.worker_id or 0, free - len(claimed))
             except StopRequested:
                 return 0
             except unavailable_errors as exc:
@@ -176,17 +181,19 @@ class Worker:
         """Until the poll interval, or the next retry's time if that is sooner."""
         if free <= 0 or self.claimer.conn is None:
             return self.settings.poll_seconds
+        limited = self.llm.wait_seconds(self.settings.poll_seconds)
         try:
             until = store.step_seconds_until_ready(self.claimer.conn)
         except unavailable_errors as exc:
             self.claimer.broken(exc)
             return 0.1
         if until is None:
-            return self.settings.poll_seconds
-        return min(self.settings.poll_seconds, max(0.005, until))
+            return limited
+        return min(limited, max(0.005, until))
 
     def _start(self, step: ClaimedStep) -> None:
-        ctx = make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message))
+        ctx = make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message),
+                           self.llm.pool.connection)
         flight = InFlight(step, ctx, deadline=time.monotonic() + step.timeout_seconds)
         with self.lock:
             self.in_flight[step.id] = flight
