@@ -12,6 +12,8 @@ from uuid import UUID
 import psycopg
 
 from app.dag_svg import dag_picture, display_status
+from app.llm_view import limits_context, llm_context
+from app.state import state
 from app.timeline import timeline_picture
 from engine import store
 from engine.model import Event, Run, Step, StepStatus, WorkerStatus
@@ -24,6 +26,10 @@ RECENT_RUNS = 12
 GONE_WORKERS_SECONDS = 600
 
 
+def limit_window_seconds() -> float:
+    return state().settings.limit_window_seconds
+
+
 def workers_context(conn: psycopg.Connection) -> dict[str, Any]:
     """Running workers, and those that stopped or were lost recently (a killed worker shows as lost
     until it comes back)."""
@@ -34,7 +40,8 @@ def workers_context(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def queue_context(conn: psycopg.Connection) -> dict[str, Any]:
-    return {"queue": queue_snapshot(conn)}
+    """Queue counts, and the provider limits' use (shown under them)."""
+    return {"queue": queue_snapshot(conn), **limits_context(conn, limit_window_seconds())}
 
 
 def runs_context(conn: psycopg.Connection) -> dict[str, Any]:
@@ -82,7 +89,8 @@ def run_picture_context(conn: psycopg.Connection, run: Run, events: list[Event])
     for step in steps:
         counts[step["display_status"]] = counts.get(step["display_status"], 0) + 1
     return {"run": {**vars(run), "steps": steps, "counts": counts, "terminal": run.terminal},
-            "dag": dag_picture(run.steps), "timeline": timeline_picture(run, events, markers, now)}
+            "dag": dag_picture(run.steps), "timeline": timeline_picture(run, events, markers, now),
+            **llm_context(conn, run)}
 
 
 def _seconds(step: Step, now: datetime) -> float | None:

@@ -9,11 +9,13 @@ import psycopg
 from flask import render_template, url_for
 
 from app import context
+from app.llm_view import stream_fragments
+from app.streaming import STREAM_WAKE
 from engine import store
 from engine.model import Event
 
-DASHBOARD_PARTIALS = ("_workers.html", "_queue.html", "_runs.html")
-RUN_PARTIALS = ("_run_header.html", "_dag.html", "_timeline.html", "_steps.html")
+DASHBOARD_PARTIALS = ("_workers.html", "_queue.html", "_limits.html", "_runs.html")
+RUN_PARTIALS = ("_run_header.html", "_llm_usage.html", "_dag.html", "_timeline.html", "_steps.html")
 DEAD_LETTER_EVENTS = {"step_dead_lettered", "step_redriven", "run_cancelled", "run_completed", "run_failed"}
 
 
@@ -49,7 +51,7 @@ class DashboardStream(PageStream):
 
     def tick(self, conn: psycopg.Connection) -> str:
         values = {**context.workers_context(conn), **context.queue_context(conn)}
-        return render_all(("_workers.html", "_queue.html"), **values)
+        return render_all(("_workers.html", "_queue.html", "_limits.html"), **values)
 
 
 class RunStream(PageStream):
@@ -69,6 +71,8 @@ class RunStream(PageStream):
         return render_all((*RUN_PARTIALS, "_event_log.html", "_workers.html"), **values)
 
     def update(self, conn: psycopg.Connection, events: list[Event]) -> str:
+        if all(e is STREAM_WAKE for e in events):  # only text arrived: redraw the text, not the pictures
+            return stream_fragments(conn, self.run_id)
         mine = [e for e in events if e.run_id == self.run_id]
         return self._pictures(conn) + (render_template("_event_log_append.html", log=mine) if mine else "")
 

@@ -42,6 +42,7 @@ FAST_ENV = {
     "POLL_SECONDS": "0.5",
     "SHUTDOWN_GRACE_SECONDS": "5",
     "RESTART_GRACE_SECONDS": "3",
+    "LLM_OFFLINE_TOKENS_PER_SECOND": "400",  # the offline model streams, fast in tests
     "LOG_LEVEL": "INFO",
 }
 
