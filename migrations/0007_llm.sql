@@ -53,7 +53,7 @@ CREATE TABLE provider_limits (
     concurrency         int,
     requests_per_minute int,
     tokens_per_minute   int,
-    window_start        timestamptz NOT NULL DEFAULT '-infinity',
+    window_start        timestamptz NOT NULL DEFAULT 'epoch',  -- no window yet
     window_requests     int NOT NULL DEFAULT 0,
     window_tokens       int NOT NULL DEFAULT 0,
     -- A 429 with Retry-After pauses the whole key until then (one `limit_paused` event per pause).

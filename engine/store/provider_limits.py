@@ -67,8 +67,11 @@ WITH picked AS (
     RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
               s.timeout_seconds, s.backoff_base, s.backoff_max, coalesce(%(held)s, s.limit_key) AS limit_key
 ), started AS (
-    INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
-    SELECT run_id, id, %(worker)s, 'step_started', attempt, jsonb_build_object('limitKey', limit_key)
+    -- clock_timestamp(), not the transaction's start: the start is stamped after the limit's lock
+    -- was granted and its use counted, so an admitted step's start is after the end of the step
+    -- whose slot it took (audit intervals of one key never appear to overlap more than allowed).
+    INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail, created_at)
+    SELECT run_id, id, %(worker)s, 'step_started', attempt, jsonb_build_object('limitKey', limit_key), clock_timestamp()
     FROM claimed ORDER BY id
 )
 SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
@@ -79,7 +82,9 @@ FROM claimed c
 
 _COUNT_WINDOW = """
 UPDATE provider_limits SET
-    window_start = CASE WHEN %(reset)s THEN now() ELSE window_start END,
+    -- A new window starts after the claims that open it (clock_timestamp): the next window's first
+    -- request is at least a window length after this one's first.
+    window_start = CASE WHEN %(reset)s THEN clock_timestamp() ELSE window_start END,
     window_requests = CASE WHEN %(reset)s THEN 0 ELSE window_requests END + %(n)s,
     window_tokens = CASE WHEN %(reset)s THEN 0 ELSE window_tokens END
 WHERE key = %(key)s
