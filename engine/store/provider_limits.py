@@ -25,8 +25,11 @@ LIMIT_FIELDS = {"concurrency": "concurrency", "requestsPerMinute": "requests_per
                 "tokensPerMinute": "tokens_per_minute"}
 CONCURRENCY_RECHECK_SECONDS = 0.25  # a slot of a full key frees when another worker finishes
 
-_ANY_CLAIMABLE = ("SELECT EXISTS (SELECT 1 FROM steps WHERE status = 'ready' AND limit_key IS NOT NULL "
-                  "AND run_at <= now()) AS found")
+# One cheap look (the partial index steps_ready_limited) before any transaction: most claim loops
+# find no limited step at all, and then cost one round trip.
+_LOOK = ("SELECT coalesce(bool_or(run_at <= now()), false) AS found, "
+         "extract(epoch FROM min(run_at) - now())::float8 AS wait "
+         "FROM steps WHERE status = 'ready' AND limit_key IS NOT NULL")
 
 _KEYS = """
 SELECT k.key, coalesce(exact.key, family.key) AS limit_name
@@ -90,8 +93,6 @@ UPDATE provider_limits SET
 WHERE key = %(key)s
 """
 
-_NEXT_READY = ("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait FROM steps "
-               "WHERE status = 'ready' AND limit_key IS NOT NULL")
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class LimitedClaim:
 
 
 def _available(row: dict, running: int, slots: int) -> tuple[int, float]:
-    """(steps this limit admits now, seconds until it may admit more when it admits none)."""
+    """(steps this limit admits now, seconds until it may admit more than that)."""
     if row["paused_for"] > 0:
         return 0, row["paused_for"]
     requests, tokens = (0, 0) if row["window_over"] else (row["window_requests"], row["window_tokens"])
@@ -122,8 +123,11 @@ def step_claim_limited(conn: psycopg.Connection, worker: str, worker_id: int, sl
                        window_seconds: float) -> LimitedClaim:
     """Claim up to `slots` steps that have a limit key, within their limits, in one transaction;
     first fail runs over budget so that none of their LLM steps starts."""
-    if slots <= 0 or not conn.execute(_ANY_CLAIMABLE).fetchone()["found"]:
-        return LimitedClaim([], _next_ready(conn) if slots > 0 else None)
+    if slots <= 0:
+        return LimitedClaim([], None)
+    look = conn.execute(_LOOK).fetchone()
+    if not look["found"]:
+        return LimitedClaim([], None if look["wait"] is None else max(0.005, look["wait"]))
     claimed: list[ClaimedStep] = []
     waits: list[float] = []
     with conn.transaction():
@@ -140,23 +144,20 @@ def step_claim_limited(conn: psycopg.Connection, worker: str, worker_id: int, sl
                 continue
             admit = slots - len(claimed)
             if name is not None:
-                admit, wait = _available(locked[name], running.get(name, 0), admit)
-                if admit == 0:
+                wanted = admit
+                admit, wait = _available(locked[name], running.get(name, 0), wanted)
+                if admit < wanted:  # held back by the limit: look again when it may admit more
                     waits.append(wait)
+                if admit == 0:
                     continue
             rows = conn.execute(_CLAIM, {"keys": groups[name], "limit": admit, "worker": worker,
                                          "worker_id": worker_id, "lease": lease_seconds, "held": name}).fetchall()
             claimed.extend(ClaimedStep(**row) for row in rows)
             if name is not None and (rows or locked[name]["window_over"]):
                 conn.execute(_COUNT_WINDOW, {"reset": locked[name]["window_over"], "n": len(rows), "key": name})
-    later = _next_ready(conn)
+    later = conn.execute(_LOOK).fetchone()["wait"]
     wait = min([*waits, *([later] if later is not None and later > 0 else [])], default=None)
     return LimitedClaim(claimed, wait)
-
-
-def _next_ready(conn: psycopg.Connection) -> float | None:
-    row = conn.execute(_NEXT_READY).fetchone()
-    return None if row["wait"] is None else max(0.005, row["wait"])
 
 
 # -- pauses --------------------------------------------------------------------------------------
