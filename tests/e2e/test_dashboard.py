@@ -52,7 +52,7 @@ def test_markup_in_a_goal_renders_as_text(page: Page, stack):
     run_id = submit_from_form(page, stack, "research", goal=XSS)
     expect(page.locator("#run-header h1")).to_have_text(XSS)
     expect(page.locator("#run-header")).to_have_attribute("data-status", "completed", timeout=30_000)
-    expect(page.locator("#steps tr[data-step='llm_call.summarize'] .summary")).to_contain_text("<script>")
+    expect(page.locator("#steps tr[data-step='llm_call.summarize'] .stream-text")).to_contain_text("<script>")
     page.goto(stack.server.url + "/")
     expect(page.locator(f"#runs [data-run-id='{run_id}'] .run-goal")).to_have_text(XSS)
     assert page.evaluate("window.__xss") is None

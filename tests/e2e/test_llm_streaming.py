@@ -1,7 +1,9 @@
 """The demo with no API key: the run page of "Research and summarize" shows the summary streaming
-in word by word under its step, then the run's tokens and cost. Writes docs/llm-streaming.png."""
+in word by word under its step, then the run's tokens and cost. Writes llm-streaming.png and
+llm-run-cost.png to artifacts/screenshots/ (and to docs/ with DOCS_SCREENSHOTS=1)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,6 +40,7 @@ def streaming_stack(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_the_summary_streams_in_and_the_run_shows_its_tokens_and_cost(page: Page, streaming_stack, screenshots):
+    folders = [screenshots, *([DOCS] if os.environ.get("DOCS_SCREENSHOTS") else [])]
     submit_from_form(page, streaming_stack, "research")
     streaming = page.locator(".stream-part.stream-streaming .stream-text")
     expect(streaming).to_be_visible(timeout=30_000)
@@ -46,10 +49,11 @@ def test_the_summary_streams_in_and_the_run_shows_its_tokens_and_cost(page: Page
     page.wait_for_function("() => document.querySelector('.stream-part.stream-streaming .stream-text')"
                            "?.textContent.split(' ').length > 25", timeout=30_000)
     expect(page.locator("#run-tokens")).to_be_visible()
-    page.screenshot(path=str(screenshots / "llm-streaming.png"), full_page=True)
-    page.screenshot(path=str(DOCS / "llm-streaming.png"), full_page=True)
+    for folder in folders:
+        page.screenshot(path=str(folder / "llm-streaming.png"), full_page=True)
     expect(page.locator("#run-header")).to_have_attribute("data-status", "completed", timeout=60_000)
-    page.screenshot(path=str(DOCS / "llm-run-cost.png"), full_page=True)
+    for folder in folders:
+        page.screenshot(path=str(folder / "llm-run-cost.png"), full_page=True)
     expect(page.locator(".stream-part.stream-complete")).to_have_count(1)
     assert int(page.locator("#run-tokens").inner_text()) > 50
     assert page.locator("#run-cost").inner_text().startswith("$0.0")
