@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from engine.model import RunUsage, StepStatus, StepStream, StreamPart, StreamState, Usage
 
@@ -79,7 +80,7 @@ def stream_read(conn: psycopg.Connection, step_ids: Iterable[int] | None = None,
         steps = conn.execute(_STEPS.format(where="id = ANY(%s)"), (list(step_ids or []),)).fetchall()
     offsets = offsets or {}
     rows = conn.execute(_READ, {"steps": [s["id"] for s in steps],
-                                "offsets": psycopg.types.json.Jsonb({str(k): v for k, v in offsets.items()})}).fetchall()
+                                "offsets": Jsonb({str(k): v for k, v in offsets.items()})}).fetchall()
     by_step: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_step.setdefault(row["step_id"], []).append(row)

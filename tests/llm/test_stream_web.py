@@ -97,4 +97,23 @@ def test_the_stream_endpoint_returns_the_text_after_an_offset_with_its_attempt(s
     assert server.json("GET", "/api/steps/999999999/stream")[0] == 404
     status, run = server.json("GET", f"/api/runs/{run_id}")
     assert run["usage"]["completionTokens"] > 0 and run["usage"]["costUsd"] > 0
+    metrics = server.request("GET", "/metrics")[2].decode()
+    assert 'dae_llm_tokens_total{kind="completion",model="offline-extractive-1"}' in metrics \
+        or 'dae_llm_tokens_total{model="offline-extractive-1",kind="completion"}' in metrics
+    assert 'dae_llm_cost_usd_total{model="offline-extractive-1"}' in metrics
+    assert verify_run(module_conn, run_id) == []
+
+
+def test_the_run_page_says_plainly_that_a_run_was_stopped_for_its_budget(server, slow_worker, module_conn):
+    body = research_run()
+    body["steps"].append(step("llm_call.again", ["llm_call.summarize"], prompt="Once more"))
+    body["budget"] = {"tokens": 50}
+    _, created = server.json("POST", "/runs", body)
+    run_id = created["runId"]
+    wait_for(lambda: store.run_get(module_conn, run_id).terminal, 60, "run to stop")
+    status, run = server.json("GET", f"/api/runs/{run_id}")
+    assert run["status"] == "failed" and run["budget"] == {"tokens": 50, "usd": None, "exceeded": True}
+    page = server.request("GET", f"/runs/{run_id}")[2].decode()
+    assert "Budget exceeded: this run was stopped before its next LLM step." in page
+    assert "budget exceeded" in page  # the run_failed event's reason in the log
     assert verify_run(module_conn, run_id) == []
