@@ -34,8 +34,12 @@ class LlmSupport:
 
     def claim(self, conn: psycopg.Connection, worker: str, worker_id: int, slots: int) -> list[ClaimedStep]:
         """Claim limited steps (LLM steps, steps with a limitKey) within their limits and budgets."""
-        result = step_claim_limited(conn, worker, worker_id, slots, self.settings.lease_seconds,
-                                    self.settings.limit_window_seconds)
+        try:
+            result = step_claim_limited(conn, worker, worker_id, slots, self.settings.lease_seconds,
+                                        self.settings.limit_window_seconds)
+        except psycopg.errors.DeadlockDetected:
+            log.info("deadlock while claiming limited steps; the next loop tries again")
+            return []
         self.wake_at = None if result.wait_seconds is None else time.monotonic() + result.wait_seconds
         return result.steps
 

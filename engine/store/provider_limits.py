@@ -186,8 +186,10 @@ def limit_pause(conn: psycopg.Connection, key: str, seconds: float, run_id: UUID
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('dae_limit_pause:' || %s))", (key,))
         before = conn.execute("SELECT paused_until > now() AS paused FROM provider_limits WHERE key = %s",
                               (key,)).fetchone()
-        row = conn.execute(_PAUSE, {"key": key, "secs": seconds}).fetchone()
+        # The step row before the limit row: the order of the claim (budgets cancel steps, then
+        # limits are locked), so the two can never wait for each other.
         conn.execute(_REFUND, {"step": step_id, "attempt": attempt})
+        row = conn.execute(_PAUSE, {"key": key, "secs": seconds}).fetchone()
         started = not (before and before["paused"])
         if started:
             conn.execute("INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail) "
