@@ -21,7 +21,8 @@ from uuid import UUID
 import psycopg
 
 from app.gaps import GapTracker
-from engine.store import connect, event_latest_id, unavailable_errors
+from engine.errors import StoreUnavailable
+from engine.store import connect, driver_errors, event_latest_id, wait_for_notify
 from engine.store.events import EVENTS_CHANNEL, Event, events_global_after, listen
 
 log = logging.getLogger("app.live")
@@ -120,14 +121,15 @@ class Broadcaster:
         backoff = 0.2
         while not self.stopping.is_set():
             try:
-                with connect(self.database_url, application_name="dae-web-live") as conn:
+                # driver_errors: the reads below raise the engine's exceptions, like every store call.
+                with connect(self.database_url, application_name="dae-web-live") as conn, driver_errors():
                     listen(conn, EVENTS_CHANNEL)
                     self.begin(conn)
                     backoff = 0.2
                     while not self.stopping.is_set():
                         self.run_once(conn)
                         self._wait_for_notify(conn)
-            except unavailable_errors as exc:
+            except StoreUnavailable as exc:
                 log.warning("live listener lost the database (%s); reconnecting in %.1fs", exc, backoff)
             except Exception:  # noqa: BLE001 - the listener must outlive any one bad read
                 log.exception("live listener failed; restarting in %.1fs", backoff)
@@ -169,5 +171,4 @@ class Broadcaster:
     def _wait_for_notify(self, conn: psycopg.Connection) -> None:
         assert self.tracker is not None
         timeout = GAP_RECHECK_SECONDS if self.tracker.waiting else self.poll_seconds
-        for _ in conn.notifies(timeout=timeout, stop_after=1):
-            pass
+        wait_for_notify(conn, timeout)

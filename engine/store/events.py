@@ -12,6 +12,8 @@ from uuid import UUID
 
 import psycopg
 
+from engine.store.errors import translated
+
 EVENTS_CHANNEL = "dae_events"
 STEPS_READY_CHANNEL = "dae_steps_ready"
 
@@ -77,16 +79,7 @@ def event_latest_id(conn: psycopg.Connection) -> int:
     return row["id"]
 
 
-def notify_events(conn: psycopg.Connection) -> None:
-    """Announce new audit rows (delivered at commit of the current transaction)."""
-    conn.execute("SELECT pg_notify(%s, '')", (EVENTS_CHANNEL,))
-
-
-def notify_steps_ready(conn: psycopg.Connection) -> None:
-    """Wake idle workers: some step became claimable now."""
-    conn.execute("SELECT pg_notify(%s, '')", (STEPS_READY_CHANNEL,))
-
-
+@translated
 def listen(conn: psycopg.Connection, *channels: str) -> None:
     for channel in channels:
         conn.execute(f"LISTEN {channel}")  # channel names are our constants, never input
