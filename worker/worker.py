@@ -23,7 +23,7 @@ from engine.tools import StepContext
 from worker.connections import ReconnectingConnection, StopRequested
 from worker.inflight import InFlight, InFlightTable
 from worker.reaper import Reaper
-from worker.slots import execute_step, make_context
+from worker.slots import chaos_rng, execute_step, make_context
 
 log = logging.getLogger("worker")
 
@@ -40,6 +40,7 @@ class Worker:
         self.concurrency = max(1, concurrency or settings.worker_concurrency)
         self.worker_id: int | None = None
         self.table = InFlightTable(self.concurrency)
+        self.chaos_rng = chaos_rng(settings, name)
         self.wake = threading.Event()          # something to claim, or a slot came free
         self.stopping = threading.Event()      # SIGTERM: stop claiming
         self.shutdown = threading.Event()      # everything ends
@@ -164,7 +165,8 @@ class Worker:
         self.tasks.put(self.table.start(step, self._context(step)))
 
     def _context(self, step: ClaimedStep) -> StepContext:
-        return make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message))
+        return make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message),
+                            self.chaos_rng)
 
     def _slot_loop(self) -> None:
         while (flight := self.tasks.get()) is not None:
