@@ -75,7 +75,6 @@ class Broadcaster:
         """`background=False` leaves the listening to the caller (`begin` then `run_once`): tests."""
         self.database_url = database_url
         self.background = background
-        self.clock = clock
         self.poll_seconds = poll_seconds
         self.queue_size = queue_size
         self.follower = AuditFollower(gap_seconds, clock)
