@@ -85,9 +85,14 @@ class Settings:
         "env": "LLM_API_KEY", "help": "Bearer token sent to LLM_BASE_URL."})
     llm_model: str = field(default="gpt-4o-mini", metadata={
         "env": "LLM_MODEL", "help": "Model name sent to LLM_BASE_URL."})
-    supervisor_socket: str = field(default="", metadata={
-        "env": "SUPERVISOR_SOCKET", "help": "supervisord's unix control socket; when set, the Kill "
-        "button signals workers through it."})
+    worker_name: str = field(default="", metadata={
+        "env": "WORKER_NAME", "help": "Name of a `python -m worker` started without `--name`, shown in "
+        "events and on the dashboard; empty uses worker-HOST-PID."})
+    log_level: str = field(default="INFO", metadata={
+        "env": "LOG_LEVEL", "help": "Log level of workers and the web app (DEBUG, INFO, WARNING, ERROR)."})
+    chaos_seed: str = field(default="", metadata={
+        "env": "CHAOS_SEED", "help": "Seeds each worker's random draws for the `failureRate` chaos knob "
+        "(with the worker's name, so workers differ); empty draws unseeded."})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

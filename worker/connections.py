@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from engine.store import connect, unavailable_errors
+from engine.errors import StoreUnavailable
+from engine.store import connect
 
 log = logging.getLogger("worker")
 
@@ -41,7 +42,7 @@ class ReconnectingConnection:
                 if self.on_connect:
                     self.on_connect(conn)
                 self.conn = conn
-            except unavailable_errors as exc:
+            except StoreUnavailable as exc:
                 log.warning("%s: cannot connect (%s); retrying in %.2fs", self.name, str(exc).strip(), delay)
                 # Waiting out an outage is the point here; stop() interrupts it.
                 if self.stop.wait(delay):

@@ -3,6 +3,7 @@ and turn whatever happened into a `StepResult` (with the retry decision)."""
 from __future__ import annotations
 
 import json
+import random
 import traceback
 from collections.abc import Callable
 
@@ -52,7 +53,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{at}"
 
 
-def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool]) -> StepContext:
+def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool],
+                 rng: random.Random) -> StepContext:
     return StepContext(run_id=step.run_id, step_name=step.name, input=step.input or {},
                        parents=step.parents or {}, attempt=step.attempt, settings=settings,
-                       record_notification=record_notification)
+                       record_notification=record_notification, rng=rng)
+
+
+def chaos_rng(settings: Settings, worker_name: str) -> random.Random:
+    """The worker's generator for chaos draws (`failureRate`): seeded by CHAOS_SEED and the worker's
+    name when CHAOS_SEED is set, so a soak's failures can be replayed; unseeded otherwise. Slots
+    draw from it concurrently, so the sequence per worker is reproduced, not which step gets which
+    draw when steps run in parallel."""
+    return random.Random(f"{settings.chaos_seed}:{worker_name}") if settings.chaos_seed else random.Random()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import psycopg
 
-from engine.store.events import notify_events, notify_steps_ready
+from engine.store.errors import translated
+from engine.store.notify import notify_after_commit
 from engine.store.steps import finalize_runs
 from engine.store.workers import LIVENESS_LOCK_CLASS
 
@@ -70,6 +71,7 @@ FROM lost ORDER BY id
 """
 
 
+@translated
 def reclaim_dead_workers(conn: psycopg.Connection, reaper: str, restart_grace_seconds: float) -> int:
     """Reclaim the running steps of every worker whose liveness lock is free. Returns steps reclaimed.
 
@@ -87,10 +89,12 @@ def reclaim_dead_workers(conn: psycopg.Connection, reaper: str, restart_grace_se
         rows = conn.execute(_RECLAIM.format(condition="lease_worker_id = ANY(%(dead)s)"),
                             {"dead": dead, "reason": "worker died", "reaper": reaper}).fetchall()
         conn.execute(_MARK_LOST, {"ids": dead, "reaper": reaper})
-        _after_reclaim(conn, rows)
-        return sum(1 for r in rows if r["event"] == "step_reclaimed")
+        _finalize(conn, rows)
+    notify_after_commit(conn, steps_ready=bool(rows))  # worker_lost rows were written in any case
+    return sum(1 for r in rows if r["event"] == "step_reclaimed")
 
 
+@translated
 def reclaim_expired_leases(conn: psycopg.Connection, reaper: str) -> int:
     """Reclaim running steps whose lease ran out (a stuck or cut-off worker whose session lives on)."""
     if not conn.execute("SELECT 1 FROM steps WHERE status = 'running' AND lease_expires_at < now() LIMIT 1").fetchone():
@@ -98,14 +102,12 @@ def reclaim_expired_leases(conn: psycopg.Connection, reaper: str) -> int:
     with conn.transaction():
         rows = conn.execute(_RECLAIM.format(condition="lease_expires_at < now()"),
                             {"reason": "lease expired", "reaper": reaper}).fetchall()
-        _after_reclaim(conn, rows)
-        return sum(1 for r in rows if r["event"] == "step_reclaimed")
+        _finalize(conn, rows)
+    if rows:
+        notify_after_commit(conn, steps_ready=True)
+    return sum(1 for r in rows if r["event"] == "step_reclaimed")
 
 
-def _after_reclaim(conn: psycopg.Connection, rows: list[dict]) -> None:
-    if not rows:
-        notify_events(conn)  # worker_lost rows may still have been written
-        return
+def _finalize(conn: psycopg.Connection, rows: list[dict]) -> None:
+    """Fail the runs whose step the reclaim dead-lettered (inside the reclaim's transaction)."""
     finalize_runs(conn, sorted({r["run_id"] for r in rows if r["event"] == "step_dead_lettered"}))
-    notify_events(conn)
-    notify_steps_ready(conn)
