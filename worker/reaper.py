@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from engine import store
 from engine.store import unavailable_errors
 from engine.store.maintenance import PRUNE_BATCH, runs_prune
-from worker.connections import ReconnectingConnection, StopRequested
+from worker.connections import LIVENESS_RECONNECT_MAX_SECONDS, ReconnectingConnection, StopRequested
 
 if TYPE_CHECKING:
     from worker.worker import Worker
@@ -26,7 +26,8 @@ class Reaper:
         self.worker = worker
         settings = worker.settings
         self.settings = settings
-        self.conn = ReconnectingConnection(settings.database_url, f"{worker.name}:reaper", worker.shutdown)
+        self.conn = ReconnectingConnection(settings.database_url, f"{worker.name}:reaper", worker.shutdown,
+                                           max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
         self.next_heartbeat = 0.0
         self.next_lease_sweep = 0.0
         self.next_prune = 0.0
@@ -48,7 +49,8 @@ class Reaper:
             if now >= self.next_heartbeat:
                 self.heartbeat(conn)
                 self.next_heartbeat = now + self.settings.heartbeat_seconds
-            reclaimed += store.reclaim_dead_workers(conn, self.worker.name, self.settings.restart_grace_seconds)
+            reclaimed += store.reclaim_dead_workers(conn, self.worker.name, self.settings.restart_grace_seconds,
+                                                    self.settings.restart_relock_seconds)
             if now >= self.next_lease_sweep:
                 reclaimed += store.reclaim_expired_leases(conn, self.worker.name)
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)

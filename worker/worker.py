@@ -14,13 +14,15 @@ import psycopg
 
 from engine import store
 from engine.config import Settings
+from engine.errors import StoreUnavailable
 from engine.store import ClaimedStep, StepResult, unavailable_errors
 from engine.store.events import STEPS_READY_CHANNEL, listen
 from engine.store.notifications import notification_record
 from engine.tools import StepContext
-from worker.connections import ReconnectingConnection, StopRequested
+from worker.connections import LIVENESS_RECONNECT_MAX_SECONDS, ReconnectingConnection, StopRequested
 from worker.reaper import Reaper
 from worker.slots import execute_step, failure, make_context
+from worker.tool_database import ToolDatabase
 
 log = logging.getLogger("worker")
 
@@ -54,11 +56,11 @@ class Worker:
         self.tasks: queue.SimpleQueue[InFlight | None] = queue.SimpleQueue()
         self.slot_threads = self.concurrency * 2
         url = settings.database_url
-        self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect)
+        self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect,
+                                               max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
         self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown)
         self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
-        self.side_effects = ReconnectingConnection(url, f"{name}:tools", self.shutdown)
-        self.side_effects_lock = threading.Lock()
+        self.side_effects = ToolDatabase(url, f"{name}:tools", self.shutdown)
         self.reaper = Reaper(self)
         self.threads: list[threading.Thread] = []
 
@@ -112,7 +114,7 @@ class Worker:
         self.shutdown.set()
         for _ in range(self.slot_threads):
             self.tasks.put(None)
-        for conn in (self.claimer, self.recorder, self.side_effects, self.liveness):
+        for conn in (self.claimer, self.recorder, self.side_effects.conn, self.liveness):
             conn.close()
         log.info("worker %s stopped", self.name)
 
@@ -186,7 +188,7 @@ class Worker:
         return min(self.settings.poll_seconds, max(0.005, until))
 
     def _start(self, step: ClaimedStep) -> None:
-        ctx = make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message))
+        ctx = make_context(step, self.settings, lambda message: self._record_notification(step, message, ctx.cancelled))
         flight = InFlight(step, ctx, deadline=time.monotonic() + step.timeout_seconds)
         with self.lock:
             self.in_flight[step.id] = flight
@@ -198,6 +200,9 @@ class Worker:
 
     def _execute(self, flight: InFlight) -> None:
         result = execute_step(flight.step, flight.ctx)
+        if result.give_back:
+            self._give_back(flight, result.error or "database unavailable")
+            return
         with self.lock:
             if flight.timed_out:  # the timeout was already recorded as this attempt's outcome
                 self.in_flight.pop(flight.step.id, None)
@@ -208,14 +213,31 @@ class Worker:
         if idle:  # every slot is free: claim now instead of after the recorder's commit
             self.wake.set()
 
-    def _record_notification(self, step: ClaimedStep, message: str) -> bool:
-        with self.side_effects_lock:
+    def _record_notification(self, step: ClaimedStep, message: str, cancelled: threading.Event) -> bool:
+        return self.side_effects.call(lambda conn: notification_record(conn, step.idempotency_key, step.run_id,
+                                                                       message, step.attempt), cancelled)
+
+    def _give_back(self, flight: InFlight, error: str) -> None:
+        """The database was unavailable to the step's tool: release the step without using the
+        attempt, so another attempt starts as soon as the database is back. Until the release is
+        written the attempt stays in flight, so the reaper keeps renewing its lease; it stops trying
+        when the attempt is taken away, times out, or the worker shuts down (which releases it)."""
+        lease = [(flight.step.id, flight.step.attempt)]
+        log.warning("step %s attempt %d: %s; releasing it without using the attempt",
+                    flight.step.id, flight.step.attempt, error)
+        while not (flight.ctx.cancelled.is_set() or flight.timed_out or self.shutdown.is_set()):
             try:
-                return notification_record(self.side_effects.get(), step.idempotency_key, step.run_id,
-                                           message, step.attempt)
-            except unavailable_errors as exc:
-                self.side_effects.broken(exc)
-                raise
+                self.side_effects.call(lambda conn: store.step_release(conn, self.name, lease,
+                                                                       reason="database unavailable to the tool"),
+                                       flight.ctx.cancelled)
+                break
+            except StoreUnavailable:
+                continue  # still down: keep the attempt (and its lease) until it is back
+        if self.shutdown.is_set():
+            return  # drain_and_stop releases what is still in flight
+        with self.lock:
+            self.in_flight.pop(flight.step.id, None)
+        self.wake.set()
 
     def expire_timeouts(self) -> None:
         """Record a timed-out attempt as failed; its thread's eventual result is dropped."""
