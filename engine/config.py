@@ -77,8 +77,9 @@ class Settings:
         "env": "RETENTION_HOURS", "help": "Finished runs older than this are pruned with their steps "
         "and audit rows; 0 keeps everything."})
     restart_grace_seconds: float = field(default=RESTART_GRACE_SECONDS_DEFAULT, metadata={
-        "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, how long a free liveness lock "
-        "is not read as a dead worker, so live workers can reconnect first."})
+        "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, the longest a free liveness lock "
+        "is not read as a dead worker, so live workers can reconnect first (RESTART_RELOCK_SECONDS "
+        "ends it sooner for each worker)."})
     restart_relock_seconds: float = field(default=RESTART_RELOCK_SECONDS_DEFAULT, metadata={
         "env": "RESTART_RELOCK_SECONDS", "help": "Ends the restart grace early: once a worker has "
         "re-taken its liveness lock after a restart, workers that have not re-taken theirs within "

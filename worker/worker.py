@@ -233,6 +233,9 @@ class Worker:
                 break
             except StoreUnavailable:
                 continue  # still down: keep the attempt (and its lease) until it is back
+            except Exception:  # noqa: BLE001 - never lose a slot thread; the lease expires instead
+                log.exception("could not release step %s; leaving it to lease expiry", flight.step.id)
+                break
         if self.shutdown.is_set():
             return  # drain_and_stop releases what is still in flight
         with self.lock:
