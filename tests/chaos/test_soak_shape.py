@@ -27,7 +27,8 @@ SOAK_SEED = int(os.environ.get("CHAOS_SEED", "20261129"))
 
 
 class Infrastructure(BackgroundLoop):
-    """Every 1-2 s, alternately: crash Postgres, or freeze a random worker for longer than a lease."""
+    """Soon after the start and then every 1-2 s, alternately: crash Postgres, or freeze a random
+    worker for longer than a lease."""
 
     def __init__(self, pg: PgCluster, supervisor: Supervisor, rng: random.Random, rounds: int = 4) -> None:
         super().__init__("infrastructure")
@@ -41,7 +42,7 @@ class Infrastructure(BackgroundLoop):
         frozen_for = float(FAST_ENV["LEASE_SECONDS"]) + 1
         # The waits pace the chaos; nothing is synchronised on them.
         for round_ in range(self.rounds):
-            if self._stop.wait(self.rng.uniform(1, 2)):
+            if self._stop.wait(self.rng.uniform(0.5, 1) if round_ == 0 else self.rng.uniform(1, 2)):
                 return
             if round_ % 2 == 0:
                 self.pg.restart(mode="immediate")
@@ -89,6 +90,8 @@ def test_random_dags_survive_kills_stops_freezes_and_postgres_crashes(pg: PgClus
             print(f"\n  seed {SOAK_SEED}: {len(runs)} runs, {SOAK_STEPS} steps; signals {dict(monkey.sent)}, "
                   f"{dict(infrastructure.done)}, worker restarts {sum(supervisor.restarts.values())}, "
                   f"worker_lost {lost}")
+        assert infrastructure.done["postgres crashes"] and infrastructure.done["freezes past the lease"], \
+            "the runs finished before the infrastructure's faults: raise SOAK_STEPS"
         wrong = {r: (statuses[r], want) for r, want in expected.items() if statuses[r] != want}
         assert not wrong, f"seed {SOAK_SEED}: runs not in the state their steps dictate (got, wanted): {wrong}"
         assert_invariants(conn, expected)
