@@ -102,6 +102,12 @@ class InFlightTable:
         self.results.put(result)
         return idle
 
+    def forget(self, flight: InFlight) -> None:
+        """Drop an attempt that was handed back without a result (released to another attempt)."""
+        with self.lock:
+            if self.flights.get(flight.step.id) is flight:
+                del self.flights[flight.step.id]
+
     def expire(self) -> list[InFlight]:
         """Mark attempts past their deadline timed out, tell their handlers to stop, and queue a
         failed outcome for each; a handler's later result is dropped by `finish`."""

@@ -58,7 +58,8 @@ class Reaper:
             if now >= self.next_heartbeat:
                 self.heartbeat(conn)
                 self.next_heartbeat = now + self.settings.heartbeat_seconds
-            reclaimed += store.reclaim_dead_workers(conn, self.name, self.settings.restart_grace_seconds)
+            reclaimed += store.reclaim_dead_workers(conn, self.name, self.settings.restart_grace_seconds,
+                                                    self.settings.restart_relock_seconds)
             if now >= self.next_lease_sweep:
                 reclaimed += store.reclaim_expired_leases(conn, self.name)
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)

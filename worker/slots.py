@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 
 from engine.config import Settings
-from engine.errors import PermanentError, RetryAfter
+from engine.errors import PermanentError, RetryAfter, StoreUnavailable
 from engine.retry import backoff_delay, is_last_attempt
 from engine.store import ClaimedStep, StepResult
 from engine.tools import StepContext, run_step
@@ -25,6 +25,9 @@ def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
         if len(encoded) > MAX_OUTPUT_BYTES:
             raise PermanentError(f"output is {len(encoded)} bytes, more than {MAX_OUTPUT_BYTES}")
         return StepResult(step.id, step.attempt, ok=True, output_json=encoded, run_id=step.run_id)
+    except StoreUnavailable as exc:  # the engine's database, reached through the tool's connection
+        return StepResult(step.id, step.attempt, ok=False, error=str(exc)[:MAX_ERROR_CHARS], give_back=True,
+                          run_id=step.run_id)
     except PermanentError as exc:
         return failure(step, f"permanent: {exc}", permanent=True)
     except RetryAfter as exc:

@@ -20,10 +20,11 @@ from engine.store import ClaimedStep, StepResult
 from engine.store.events import STEPS_READY_CHANNEL, listen
 from engine.store.notifications import notification_record
 from engine.tools import StepContext
-from worker.connections import ReconnectingConnection, StopRequested
+from worker.connections import LIVENESS_RECONNECT_MAX_SECONDS, ReconnectingConnection, StopRequested
 from worker.inflight import InFlight, InFlightTable
 from worker.reaper import Reaper
 from worker.slots import chaos_rng, execute_step, make_context
+from worker.tool_database import ToolDatabase
 
 log = logging.getLogger("worker")
 
@@ -50,13 +51,13 @@ class Worker:
         self.tasks: queue.SimpleQueue[InFlight | None] = queue.SimpleQueue()
         self.slot_threads = self.concurrency * 2
         url = settings.database_url
-        self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect)
+        self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect,
+                                               max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
         self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown)
         self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
-        self.side_effects = ReconnectingConnection(url, f"{name}:tools", self.shutdown)
-        self.side_effects_lock = threading.Lock()
-        self.reaper = Reaper(self.table, ReconnectingConnection(url, f"{name}:reaper", self.shutdown), settings,
-                             name, lambda: self.worker_id, self.wake.set, self.shutdown)
+        self.side_effects = ToolDatabase(url, f"{name}:tools", self.shutdown)
+        reaper_conn = ReconnectingConnection(url, f"{name}:reaper", self.shutdown, max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
+        self.reaper = Reaper(self.table, reaper_conn, settings, name, lambda: self.worker_id, self.wake.set, self.shutdown)
         self.threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -106,7 +107,7 @@ class Worker:
         self.shutdown.set()
         for _ in range(self.slot_threads):
             self.tasks.put(None)
-        for conn in (self.claimer, self.recorder, self.side_effects, self.liveness):
+        for conn in (self.claimer, self.recorder, self.side_effects.conn, self.liveness):
             conn.close()
         log.info("worker %s stopped", self.name)
 
@@ -165,25 +166,49 @@ class Worker:
         self.tasks.put(self.table.start(step, self._context(step)))
 
     def _context(self, step: ClaimedStep) -> StepContext:
-        return make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message),
-                            self.chaos_rng)
+        ctx = make_context(step, self.settings, lambda message: self._record_notification(step, message, ctx.cancelled),
+                           self.chaos_rng)
+        return ctx
 
     def _slot_loop(self) -> None:
         while (flight := self.tasks.get()) is not None:
             self._execute(flight)
 
     def _execute(self, flight: InFlight) -> None:
-        if self.table.finish(flight, execute_step(flight.step, flight.ctx)):
+        result = execute_step(flight.step, flight.ctx)
+        if result.give_back:
+            self._give_back(flight, result.error or "database unavailable")
+            return
+        if self.table.finish(flight, result):
             self.wake.set()  # every slot is free: claim now instead of after the recorder's commit
 
-    def _record_notification(self, step: ClaimedStep, message: str) -> bool:
-        with self.side_effects_lock:
+    def _record_notification(self, step: ClaimedStep, message: str, cancelled: threading.Event) -> bool:
+        return self.side_effects.call(lambda conn: notification_record(conn, step.idempotency_key, step.run_id,
+                                                                       message, step.attempt), cancelled)
+
+    def _give_back(self, flight: InFlight, error: str) -> None:
+        """The database was unavailable to the step's tool: release the step without using the
+        attempt, so another attempt starts as soon as the database is back. Until the release is
+        written the attempt stays in flight, so the reaper keeps renewing its lease; it stops trying
+        when the attempt is taken away, times out, or the worker shuts down (which releases it)."""
+        lease = [(flight.step.id, flight.step.attempt)]
+        log.warning("step %s attempt %d: %s; releasing it without using the attempt",
+                    flight.step.id, flight.step.attempt, error)
+        while not (flight.ctx.cancelled.is_set() or flight.timed_out or self.shutdown.is_set()):
             try:
-                return notification_record(self.side_effects.get(), step.idempotency_key, step.run_id,
-                                           message, step.attempt)
-            except StoreUnavailable as exc:
-                self.side_effects.broken(exc)
-                raise
+                self.side_effects.call(lambda conn: store.step_release(conn, self.name, lease,
+                                                                       reason="database unavailable to the tool"),
+                                       flight.ctx.cancelled)
+                break
+            except StoreUnavailable:
+                continue  # still down: keep the attempt (and its lease) until it is back
+            except Exception:  # noqa: BLE001 - never lose a slot thread; the lease expires instead
+                log.exception("could not release step %s; leaving it to lease expiry", flight.step.id)
+                break
+        if self.shutdown.is_set():
+            return  # drain_and_stop releases what is still in flight
+        self.table.forget(flight)
+        self.wake.set()
 
     # -- recording -----------------------------------------------------------------------------
 

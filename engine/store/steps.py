@@ -148,7 +148,7 @@ WITH released AS (
 )
 INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
 SELECT run_id, id, %(worker)s, 'step_reclaimed', attempt,
-       jsonb_build_object('reason', 'released on shutdown', 'countsAsAttempt', false)
+       jsonb_build_object('reason', %(reason)s::text, 'countsAsAttempt', false)
 FROM released ORDER BY id
 RETURNING step_id
 """
@@ -187,6 +187,9 @@ class StepResult:
     delay_seconds: float = 0.0
     dead_letter: bool = False
     run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
+    # The database was unavailable to the tool: not the step's fault, so the worker releases the step
+    # without using the attempt instead of recording this result (worker/worker.py).
+    give_back: bool = False
 
 
 @translated
@@ -264,14 +267,15 @@ def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], leas
 
 
 @translated
-def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, int]]) -> int:
-    """Give unfinished steps back on shutdown so another worker takes them at once; the interrupted
-    attempt does not count against the step's budget."""
+def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, int]],
+                 reason: str = "released on shutdown") -> int:
+    """Give unfinished steps back (on shutdown, or when the database was unavailable to a tool) so
+    another attempt starts at once; the interrupted attempt does not count against the step's budget."""
     if not leases:
         return 0
     with conn.transaction():
         rows = conn.execute(_RELEASE, {"ids": [s for s, _ in leases], "attempts": [a for _, a in leases],
-                                       "worker": worker}).fetchall()
+                                       "worker": worker, "reason": reason}).fetchall()
     if rows:
         notify_after_commit(conn, steps_ready=True)
     return len(rows)

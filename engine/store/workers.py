@@ -38,8 +38,12 @@ def worker_register(conn: psycopg.Connection, name: str, host: str, pid: int) ->
 
 @translated
 def worker_lock_liveness(conn: psycopg.Connection, worker_id: int) -> None:
-    """Re-take the liveness lock on a new connection (after a reconnect)."""
+    """Re-take the liveness lock on a new connection (after a reconnect), then say when: after a
+    Postgres restart, the reaper reads a free lock taken since the restart as death at once."""
     conn.execute("SELECT pg_advisory_lock(%s, %s::int)", (LIVENESS_LOCK_CLASS, worker_id))
+    # Only once the lock is held, so a reaper that sees the new time never mistakes a lock that is
+    # still being re-taken for a dead worker's.
+    conn.execute("UPDATE workers SET lock_taken_at = now() WHERE id = %s", (worker_id,))
 
 
 @translated
