@@ -11,11 +11,15 @@ problems as sentences; an empty list means every invariant holds:
 
 Events that change no state (`limit_paused`, `budget_exceeded`, ...) are accepted and replayed as
 no-ops; `run_failed` with reason `budget_exceeded` is a run transition like any other.
+- time order agrees with id order for dependent events: a step's transitions are timed in the
+  order they were written, and no step's start is timed before its parents' successes;
+- a terminal run is consistent with its steps.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -74,12 +78,46 @@ def _check_start(state: Replay, event: Event, step_id: int, parent_ids: Sequence
                               f"parent(s) {unfinished} succeeded")
 
 
+def check_time_order(events: Sequence[Event], parents: Mapping[int, Sequence[int]]) -> list[str]:
+    """Problems where an event's time disagrees with its id for events that depend on each other.
+
+    Only dependent events are compared: two transitions of one step are serialised by the step's
+    row lock (the second is written after the first committed), and a child is claimed only after
+    its parents' successes committed. Independent events of concurrent transactions may be timed a
+    few microseconds out of id order, because ids and times are drawn separately; those are not
+    compared."""
+    problems: list[str] = []
+    last: dict[int, tuple[datetime, int]] = {}
+    succeeded_at: dict[int, datetime] = {}
+    for event in events:
+        kind, step_id = event.type, event.step_id
+        if step_id is None or kind not in STEP_TRANSITIONS:
+            continue
+        when = event.ts
+        if step_id in last and when < last[step_id][0]:
+            problems.append(f"step {event.step} ({step_id}): event {event.id} ({kind}) is timed "
+                            f"{_ms(last[step_id][0] - when)} before the step's earlier event {last[step_id][1]}")
+        last[step_id] = (when, event.id)
+        if kind == "step_succeeded":
+            succeeded_at[step_id] = when
+        if kind == "step_started":
+            early = [p for p in parents.get(step_id, []) if p in succeeded_at and when < succeeded_at[p]]
+            if early:
+                problems.append(f"step {event.step} ({step_id}) started (event {event.id}) at a time before "
+                                f"its parent(s) {early} succeeded")
+    return problems
+
+
+def _ms(delta: timedelta) -> str:
+    return f"{delta.total_seconds() * 1000:.3f} ms"
+
+
 def check_run(run: Run, events: Sequence[Event]) -> list[str]:
     """Every invariant of one run, from its stored state and its events in id order."""
     ids = {s.name: s.id for s in run.steps}
     parents = {s.id: [ids[p] for p in s.depends_on] for s in run.steps}
     state = replay(events, parents)
-    problems = list(state.problems)
+    problems = list(state.problems) + check_time_order(events, parents)
     for step in run.steps:
         problems.extend(_step_matches_replay(step, state))
     if state.run_status != run.status:

@@ -10,6 +10,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from engine.config import Settings
+from engine.errors import RetryableConflict
 from engine.store import make_pool
 from engine.store.provider_limits import limits_configure, parse_limits, step_claim_limited
 from engine.store.steps import ClaimedStep
@@ -37,7 +38,7 @@ class LlmSupport:
         try:
             result = step_claim_limited(conn, worker, worker_id, slots, self.settings.lease_seconds,
                                         self.settings.limit_window_seconds)
-        except psycopg.errors.DeadlockDetected:
+        except RetryableConflict:
             log.info("deadlock while claiming limited steps; the next loop tries again")
             return []
         self.wake_at = None if result.wait_seconds is None else time.monotonic() + result.wait_seconds

@@ -11,6 +11,7 @@ from uuid import UUID
 import psycopg
 
 from engine.model import Event
+from engine.store.errors import translated
 from engine.store.ids import as_run_id
 
 EVENTS_CHANNEL = "dae_events"
@@ -59,16 +60,7 @@ def event_latest_id(conn: psycopg.Connection) -> int:
     return row["id"]
 
 
-def notify_events(conn: psycopg.Connection) -> None:
-    """Announce new audit rows (delivered at commit of the current transaction)."""
-    conn.execute("SELECT pg_notify(%s, '')", (EVENTS_CHANNEL,))
-
-
-def notify_steps_ready(conn: psycopg.Connection) -> None:
-    """Wake idle workers: some step became claimable now."""
-    conn.execute("SELECT pg_notify(%s, '')", (STEPS_READY_CHANNEL,))
-
-
+@translated
 def listen(conn: psycopg.Connection, *channels: str) -> None:
     for channel in channels:
         conn.execute(f"LISTEN {channel}")  # channel names are our constants, never input

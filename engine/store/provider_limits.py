@@ -19,6 +19,8 @@ from psycopg.types.json import Jsonb
 
 from engine.model import ProviderLimit
 from engine.store.budgets import OVER_BUDGET_FILTER, runs_fail_over_budget
+from engine.store.errors import translated
+from engine.store.notify import notify_after_commit
 from engine.store.steps import ClaimedStep
 
 LIMIT_FIELDS = {"concurrency": "concurrency", "requestsPerMinute": "requests_per_minute",
@@ -70,11 +72,11 @@ WITH picked AS (
     RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
               s.timeout_seconds, s.backoff_base, s.backoff_max, coalesce(%(held)s, s.limit_key) AS limit_key
 ), started AS (
-    -- clock_timestamp(), not the transaction's start: the start is stamped after the limit's lock
-    -- was granted and its use counted, so an admitted step's start is after the end of the step
-    -- whose slot it took (audit intervals of one key never appear to overlap more than allowed).
-    INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail, created_at)
-    SELECT run_id, id, %(worker)s, 'step_started', attempt, jsonb_build_object('limitKey', limit_key), clock_timestamp()
+    -- Timed when written (the column's default, clock_timestamp()): after the limit's lock was
+    -- granted and its use counted, so an admitted step's start is after the end of the step whose
+    -- slot it took, and the audit intervals of a key show exactly what the limit allowed.
+    INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
+    SELECT run_id, id, %(worker)s, 'step_started', attempt, jsonb_build_object('limitKey', limit_key)
     FROM claimed ORDER BY id
 )
 SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
@@ -119,6 +121,7 @@ def _available(row: dict, running: int, slots: int) -> tuple[int, float]:
     return max(0, free), wait
 
 
+@translated
 def step_claim_limited(conn: psycopg.Connection, worker: str, worker_id: int, slots: int, lease_seconds: float,
                        window_seconds: float) -> LimitedClaim:
     """Claim up to `slots` steps that have a limit key, within their limits, in one transaction;
@@ -178,6 +181,7 @@ RETURNING id
 """
 
 
+@translated
 def limit_pause(conn: psycopg.Connection, key: str, seconds: float, run_id: UUID, step_id: int, attempt: int,
                 worker: str | None = None) -> bool:
     """Pause `key` for `seconds` (a 429 with Retry-After) and give the attempt that hit it back.
@@ -197,7 +201,7 @@ def limit_pause(conn: psycopg.Connection, key: str, seconds: float, run_id: UUID
                          (run_id, step_id, worker, attempt,
                           Jsonb({"key": key, "retryAfterSeconds": seconds, "until": row["paused_until"].isoformat()})))
     if started:
-        conn.execute("SELECT pg_notify('dae_events', '')")
+        notify_after_commit(conn, steps_ready=False)
     return started
 
 
@@ -223,6 +227,7 @@ def parse_limits(spec: str) -> dict[str, dict[str, int | None]]:
     return limits
 
 
+@translated
 def limits_configure(conn: psycopg.Connection, limits: dict[str, dict[str, int | None]]) -> None:
     """Write the configured limits (a worker does this at start; use the same LLM_LIMITS everywhere)."""
     for key, values in sorted(limits.items()):
@@ -233,6 +238,7 @@ def limits_configure(conn: psycopg.Connection, limits: dict[str, dict[str, int |
                      "tokens_per_minute = excluded.tokens_per_minute, configured = true", {"key": key, **values})
 
 
+@translated
 def limits_list(conn: psycopg.Connection, window_seconds: float) -> list[ProviderLimit]:
     """Every limit with its use now: running steps it admitted, ready steps that wait under it,
     this window's requests and tokens, and how long it stays paused."""

@@ -12,8 +12,8 @@ from engine.dag import RunSpec
 from engine.errors import Conflict, NotFound, RateLimited
 from engine.model import Run, RunStatus, RunSummary, Step, StepStatus
 from engine.store.budgets import llm_run_extras
-from engine.store.events import notify_events, notify_steps_ready
 from engine.store.ids import as_run_id
+from engine.store.notify import notify_after_commit
 
 _INSERT_RUN = """
 INSERT INTO runs (goal, idempotency_key, request_hash, client, step_count)
@@ -76,9 +76,8 @@ def run_submit(conn: psycopg.Connection, spec: RunSpec, client: str | None = Non
             "deps": [len(s.depends_on) for s in spec.steps],
             "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
         })
-        llm_run_extras(conn, run_id, spec)  # limit keys and budget (issue 12)
-        notify_events(conn)
-        notify_steps_ready(conn)
+        llm_run_extras(conn, run_id, spec)  # limit keys and budget
+    notify_after_commit(conn, steps_ready=True)
     return run_id, True
 
 
@@ -185,7 +184,7 @@ def run_cancel(conn: psycopg.Connection, run_id: UUID | str, by: str | None = No
                 raise NotFound(f"no run {run_id}")
             raise Conflict(f"run {run_id} is already {current['status']}")
         conn.execute("INSERT INTO audit_log (run_id, worker, event) VALUES (%s, %s, 'run_cancelled')", (run_id, by))
-        notify_events(conn)
+    notify_after_commit(conn, steps_ready=False)
     return len(steps)
 
 
@@ -216,8 +215,7 @@ def step_redrive(conn: psycopg.Connection, step_id: int, by: str | None = None) 
             "INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail) "
             "VALUES (%s, %s, %s, 'step_redriven', %s, jsonb_build_object('runReopened', %s::bool, 'attemptLimit', %s::int))",
             (row["run_id"], step_id, by, row["attempt"], reopened, row["attempt_limit"]))
-        notify_events(conn)
-        notify_steps_ready(conn)
+    notify_after_commit(conn, steps_ready=True)
     return row["run_id"]
 
 

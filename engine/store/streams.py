@@ -16,6 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from engine.model import RunUsage, StepStatus, StepStream, StreamPart, StreamState, Usage
+from engine.store.errors import translated
 
 STREAM_CHANNEL = "dae_stream"
 
@@ -58,6 +59,7 @@ ORDER BY c.step_id, c.start_offset
 _STEPS = "SELECT id, run_id, name, status, attempt FROM steps WHERE {where} ORDER BY id"
 
 
+@translated
 def stream_append(conn: psycopg.Connection, run_id: UUID, step_id: int, attempt: int, text: str,
                   final: bool = False) -> int | None:
     """Store one batch of an attempt's text, then announce it (after the commit, as its own cheap
@@ -70,6 +72,7 @@ def stream_append(conn: psycopg.Connection, run_id: UUID, step_id: int, attempt:
     return row["end_offset"] if row else None
 
 
+@translated
 def stream_read(conn: psycopg.Connection, step_ids: Iterable[int] | None = None, run_id: UUID | None = None,
                 offsets: dict[int, int] | None = None) -> list[StepStream]:
     """The streams of the given steps (or of every step of a run that streamed), each from its
@@ -142,6 +145,7 @@ WHERE s.id = %(step)s AND l.key = s.limit_held
 """
 
 
+@translated
 def llm_usage_record(conn: psycopg.Connection, usage: UsageRecord) -> None:
     """Record an attempt's usage once (a repeated record of the same attempt is ignored)."""
     with conn.transaction():
@@ -160,6 +164,7 @@ FROM llm_usage WHERE run_id = %s GROUP BY ROLLUP (step_id)
 """
 
 
+@translated
 def run_usage(conn: psycopg.Connection, run_id: UUID) -> RunUsage:
     """The run's usage per step and in total (one GROUP BY ROLLUP), and its budget."""
     total, steps = Usage(), {}
@@ -177,6 +182,7 @@ def run_usage(conn: psycopg.Connection, run_id: UUID) -> RunUsage:
                     budget_exceeded=bool(budget and budget["exceeded_at"]))
 
 
+@translated
 def usage_by_model(conn: psycopg.Connection) -> list[Usage]:
     """Totals per model over every stored attempt (the /metrics counters)."""
     rows = conn.execute("SELECT model, sum(prompt_tokens)::bigint AS prompt, sum(completion_tokens)::bigint AS completion, "

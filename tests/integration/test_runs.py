@@ -2,13 +2,19 @@
 retries, dead letters, redrive, cancel."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from engine import store
+from engine.errors import PermanentError
 from engine.model import Event, Run, RunStatus
 from engine.submit import submit_run
+from engine.tools import StepContext
+from engine.tools.builtin import TOOLS
 from engine.verify import verify_run
 from tests.helpers import chain, make_run, step, wait_for
+from worker.worker import Worker
 
 
 def run_status(conn, run_id) -> RunStatus:
@@ -91,13 +97,49 @@ def test_exhausted_attempts_dead_letter_and_fail_the_run_after_independent_branc
     assert verify_run(conn, str(run_id)) == []
 
 
-def test_permanent_error_dead_letters_at_once(conn, settings, spawn):
-    # An llm_call against a server that answers 400 is a permanent error: no retry.
+def test_a_step_out_of_attempts_dead_letters_after_its_last_attempt(conn, settings, spawn):
     run_id, _ = submit_run(conn, make_run(step("tool_call.a", tool="fetch_data", failTimes=1, max_attempts=1)),
                            settings)
     spawn("w1")
     run = wait_terminal(conn, run_id)
     assert run.status == "failed" and run.steps[0].attempt == 1
+    assert run.steps[0].status == "dead_letter" and "injected failure" in run.steps[0].error
+    assert verify_run(conn, str(run_id)) == []
+
+
+def test_a_handler_raising_permanent_error_dead_letters_on_attempt_one_with_attempts_left(conn, settings,
+                                                                                          monkeypatch):
+    calls: list[int] = []
+
+    def refuse(ctx: StepContext) -> dict:
+        calls.append(ctx.attempt)
+        raise PermanentError("this input can never work")
+
+    # A handler of our own needs the worker in this process: it runs on real Postgres, with its
+    # real claim loop, slots, recorder and reaper threads.
+    monkeypatch.setitem(TOOLS, "refuse", refuse)
+    body = make_run(step("tool_call.bad", tool="refuse", max_attempts=5),
+                    step("tool_call.after_bad", ["tool_call.bad"], tool="transform"),
+                    step("tool_call.independent", tool="fetch_data"))
+    run_id, _ = submit_run(conn, body, settings)
+    worker = Worker(settings, "w-in-process", concurrency=2)
+    claim_loop = threading.Thread(target=worker.run_forever, daemon=True)
+    claim_loop.start()
+    try:
+        run = wait_terminal(conn, run_id)
+    finally:
+        worker.stopping.set()
+        worker.wake.set()
+        claim_loop.join(30)
+    steps = {s.name: s for s in run.steps}
+    assert run.status == "failed" and calls == [1]
+    bad = steps["tool_call.bad"]
+    assert bad.status == "dead_letter" and bad.attempt == 1 and bad.max_attempts == 5
+    assert bad.error == "permanent: this input can never work"
+    assert steps["tool_call.after_bad"].status == "pending"
+    assert steps["tool_call.independent"].status == "succeeded"
+    assert not any(e.type == "step_retry_scheduled" for e in events_of(conn, run_id))
+    assert verify_run(conn, str(run_id)) == []
 
 
 def test_redrive_resumes_from_the_failed_step_without_rerunning_successes(conn, settings, spawn):

@@ -4,19 +4,24 @@ from __future__ import annotations
 from typing import Any
 
 from engine.model import Event, Run, RunStatus, Step, StepStatus
-from engine.verify import check_run, replay
-from tests.records import event_record, run_record, step_record
+from engine.verify import check_run, check_time_order, replay
+from tests.records import T0, event_record, run_record, step_record
+
+START = T0
 
 
 class Log:
-    """Builds an audit log of `Event` records, numbering events in order."""
+    """Builds an audit log of `Event` records, numbering events in order and timing each a
+    millisecond after the one before (unless `ms` says when, in milliseconds after START)."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
 
     def add(self, kind: str, step_id: int | None = None, attempt: int | None = None,
-            detail: dict[str, Any] | None = None) -> Log:
-        self.events.append(event_record(len(self.events) + 1, kind, step_id, attempt, detail))
+            detail: dict[str, Any] | None = None, ms: float | None = None) -> Log:
+        number = len(self.events) + 1
+        at = (number if ms is None else ms) / 1000
+        self.events.append(event_record(number, kind, step_id, attempt, detail, at=at))
         return self
 
     def runs(self, step_id: int, attempt: int = 1) -> Log:
@@ -114,3 +119,26 @@ def test_a_step_started_after_the_budget_was_exceeded_is_caught():
     run = two_step_run(RunStatus.FAILED, second=StepStatus.CANCELLED)
     problems = check_run(run, budget_log(late_start=True).events)
     assert any("after the run's budget was exceeded" in p for p in problems)
+def test_a_child_timed_before_its_parents_success_is_caught():
+    # The soak's case: the child's step_started (written after the parent's commit, so a later id)
+    # carried its transaction's start time, 1.4 ms before the parent's step_succeeded.
+    log = (Log().add("run_created").add("step_ready", 1).add("step_started", 1, 1)
+           .add("step_succeeded", 1, 1, ms=10.0).add("step_ready", 2, ms=10.0)
+           .add("step_started", 2, 1, ms=8.6).add("step_succeeded", 2, 1, ms=12.0).add("run_completed", ms=12.0))
+    problems = check_run(two_step_run(), log.events)
+    assert problems == ["step tool_call.s2 (2): event 6 (step_started) is timed 1.400 ms before the step's earlier event 5",
+                        "step tool_call.s2 (2) started (event 6) at a time before its parent(s) [1] succeeded"]
+
+
+def test_a_steps_events_timed_out_of_id_order_are_caught():
+    log = Log().add("step_ready", 1, ms=5.0).add("step_started", 1, 1, ms=7.0).add("step_retry_scheduled", 1, 1, ms=6.5)
+    assert check_time_order(log.events, {1: []}) == [
+        "step tool_call.s1 (1): event 3 (step_retry_scheduled) is timed 0.500 ms before the step's earlier event 2"]
+
+
+def test_equal_times_and_independent_events_out_of_time_order_are_not_problems():
+    # Two independent steps' events and a discarded result (no transition) may interleave in time.
+    log = (Log().add("step_ready", 1, ms=1.0).add("step_ready", 2, ms=1.0).add("step_started", 2, 1, ms=3.0)
+           .add("step_started", 1, 1, ms=2.0).add("step_result_discarded", 1, 1, ms=1.5)
+           .add("step_succeeded", 1, 1, ms=2.0))
+    assert check_time_order(log.events, {1: [], 2: []}) == []
