@@ -24,9 +24,9 @@ from simple_websocket import Server
 from app.broadcast import Broadcaster
 from app.llm_view import usd
 from app.state import db
-from engine.errors import InvalidRun, NotFound
+from engine.errors import InvalidRun, NotFound, StoreUnavailable
 from engine.model import Event
-from engine.store import connect, listen, unavailable_errors
+from engine.store import connect, driver_errors, listen
 from engine.store.streams import STREAM_CHANNEL, stream_read
 from engine.wire import chunk_to_ws, stream_to_api
 
@@ -109,13 +109,13 @@ class StreamHub:
         backoff = 0.2
         while not self.stopping.is_set():
             try:
-                with connect(self.database_url, application_name="dae-web-stream") as conn:
+                with connect(self.database_url, application_name="dae-web-stream") as conn, driver_errors():
                     listen(conn, STREAM_CHANNEL)
                     backoff = 0.2
                     while not self.stopping.is_set():
                         for note in conn.notifies(timeout=1.0):
                             self.poke(note.payload)
-            except unavailable_errors as exc:
+            except StoreUnavailable as exc:
                 log.warning("stream listener lost the database (%s); reconnecting in %.1fs", exc, backoff)
             except Exception:  # noqa: BLE001 - the listener must outlive any one bad read
                 log.exception("stream listener failed; restarting in %.1fs", backoff)
