@@ -11,6 +11,7 @@ import pytest
 import websocket
 
 from engine import store
+from engine.store.provider_limits import limit_pause, limits_configure, parse_limits
 from engine.store.streams import stream_read
 from engine.verify import verify_run
 from tests.helpers import WorkerProcess, make_run, step, wait_for
@@ -117,3 +118,16 @@ def test_the_run_page_says_plainly_that_a_run_was_stopped_for_its_budget(server,
     assert "Budget exceeded: this run was stopped before its next LLM step." in page
     assert "budget exceeded" in page  # the run_failed event's reason in the log
     assert verify_run(module_conn, run_id) == []
+
+
+def test_the_dashboard_shows_each_limits_use_and_its_pause(server, module_conn):
+    limits_configure(module_conn, parse_limits(json.dumps({"llm:dash": {"concurrency": 3, "requestsPerMinute": 60}})))
+    _, created = server.json("POST", "/runs", make_run(step("tool_call.a", tool="fetch_data"), goal="pause owner"))
+    run = store.run_get(module_conn, created["runId"])
+    assert limit_pause(module_conn, "llm:dash", 30, run.id, run.steps[0].id, 1) is True
+    assert limit_pause(module_conn, "llm:dash", 30, run.id, run.steps[0].id, 1) is False, "one event per pause"
+    page = server.request("GET", "/")[2].decode()
+    row = page[page.index('data-limit="llm:dash"'):]
+    row = row[:row.index("</tr>")]
+    assert "0 / 3" in row and "/ 60 req" in row and "paused" in row
+    assert [e.type for e in store.events_after(module_conn, run.id)].count("limit_paused") == 1
