@@ -88,6 +88,14 @@ def steps_brief(conn: psycopg.Connection, step_ids: list[int]) -> dict[int, dict
     return {r["id"]: r for r in rows}
 
 
+def step_leases(conn: psycopg.Connection, run_id: UUID | str) -> dict[int, datetime]:
+    """Lease expiry of the run's running steps, by step id: heartbeats push it forward, so the run
+    page can show each running attempt's last heartbeat."""
+    rows = conn.execute("SELECT id, lease_expires_at FROM steps WHERE run_id = %s AND status = 'running' "
+                        "AND lease_expires_at IS NOT NULL", (run_id,)).fetchall()
+    return {r["id"]: r["lease_expires_at"] for r in rows}
+
+
 def database_ping(conn: psycopg.Connection) -> None:
     """A round trip to the database (the health check)."""
     conn.execute("SELECT 1").fetchone()
