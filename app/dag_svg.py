@@ -22,7 +22,8 @@ LABEL_CHARS = 20
 # The phone layout: its viewBox is no wider than a 390 px phone's card, so it is never scaled
 # down and its 11–13 px text stays that size.
 NARROW_WIDTH = 330
-NARROW_NODE_WIDTH = 152
+NARROW_NODE_WIDTH = 146
+NARROW_SIDE_LANE = 5  # x of the lanes, left and right of the nodes, that edges skipping a row run down
 NARROW_PER_ROW = 2
 NARROW_ROW_GAP = 10
 NARROW_LAYER_GAP = 30
@@ -106,11 +107,13 @@ def dag_picture(steps: list[dict[str, Any]], vertical: bool = False, run_status:
                              display_status(s, blocked, run_status), s["attempt"],
                              s.get("attemptLimit", s["maxAttempts"]), *positions[s["name"]])
              for s in steps}
-    node_width = NARROW_NODE_WIDTH if vertical else NODE_WIDTH
-    curve = _curve_down if vertical else _curve_right
-    edges = [Edge(curve(nodes[p], nodes[s["name"]], node_width), nodes[p].status)
-             for s in steps for p in s["dependsOn"]]
-    return DagPicture(list(nodes.values()), edges, width, height, node_width, NODE_HEIGHT, vertical)
+    if vertical:
+        row_tops = sorted({n.y for n in nodes.values()})
+        edges = [Edge(_edge_down(nodes[p], nodes[s["name"]], row_tops), nodes[p].status)
+                 for s in steps for p in s["dependsOn"]]
+        return DagPicture(list(nodes.values()), edges, width, height, NARROW_NODE_WIDTH, NODE_HEIGHT, True)
+    edges = [Edge(_curve_right(nodes[p], nodes[s["name"]]), nodes[p].status) for s in steps for p in s["dependsOn"]]
+    return DagPicture(list(nodes.values()), edges, width, height)
 
 
 def _ordered_layers(steps: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -165,15 +168,24 @@ def _mean_parent_row(step: dict[str, Any], row_of: dict[str, float]) -> float:
     return sum(rows) / len(rows) if rows else -1.0
 
 
-def _curve_right(parent: Node, child: Node, node_width: float) -> str:
-    x1, y1 = parent.x + node_width, parent.y + NODE_HEIGHT / 2
+def _curve_right(parent: Node, child: Node) -> str:
+    x1, y1 = parent.x + NODE_WIDTH, parent.y + NODE_HEIGHT / 2
     x2, y2 = child.x, child.y + NODE_HEIGHT / 2
     bend = (x2 - x1) / 2
     return f"M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
 
 
-def _curve_down(parent: Node, child: Node, node_width: float) -> str:
-    x1, y1 = parent.x + node_width / 2, parent.y + NODE_HEIGHT
-    x2, y2 = child.x + node_width / 2, child.y
-    bend = max(12.0, (y2 - y1) / 2)
-    return f"M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + bend:.1f} {x2:.1f},{y2 - bend:.1f} {x2:.1f},{y2:.1f}"
+def _edge_down(parent: Node, child: Node, row_tops: list[float]) -> str:
+    """From the parent's bottom to the child's top when the child is in the next row; an edge that
+    would cross a row in between (a wrapped layer) leaves by the parent's side and runs down a
+    lane beside the nodes instead, so it never passes behind another node."""
+    x2, y2 = child.x + NARROW_NODE_WIDTH / 2, child.y
+    if row_tops.index(child.y) == row_tops.index(parent.y) + 1:
+        x1, y1 = parent.x + NARROW_NODE_WIDTH / 2, parent.y + NODE_HEIGHT
+        bend = max(12.0, (y2 - y1) / 2)
+        return f"M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + bend:.1f} {x2:.1f},{y2 - bend:.1f} {x2:.1f},{y2:.1f}"
+    left = parent.x + NARROW_NODE_WIDTH / 2 <= NARROW_WIDTH / 2
+    lane = NARROW_SIDE_LANE if left else NARROW_WIDTH - NARROW_SIDE_LANE
+    x1, y1 = (parent.x if left else parent.x + NARROW_NODE_WIDTH), parent.y + NODE_HEIGHT / 2
+    return (f"M{x1:.1f},{y1:.1f} C{lane:.1f},{y1:.1f} {lane:.1f},{y1:.1f} {lane:.1f},{y1 + 14:.1f} "
+            f"L{lane:.1f},{y2 - 20:.1f} C{lane:.1f},{y2 - 6:.1f} {x2:.1f},{y2 - 16:.1f} {x2:.1f},{y2:.1f}")
