@@ -48,6 +48,7 @@ def test_the_guide_tells_a_first_visitor_what_to_do_and_links_how_it_works(page:
     expect(page.locator("#workers .worker")).to_have_count(2, timeout=20_000)
     assert_laid_out(page)
     page.screenshot(path=str(screenshots / f"dashboard-{size}.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"dashboard-{size}-top.png"))
     page.click(".intro a:text('How it works')")
     page.wait_for_url("**/how-it-works")
     diagram = page.locator("svg.states")
@@ -86,6 +87,8 @@ def test_kill_on_the_highlighted_busy_worker_shows_the_reclaim_and_the_run_compl
     assert "step_reclaimed" in [e.type for e in events] and events[-1].type == "run_completed"
     assert verify_run(stack.conn, run_id) == []
     assert_laid_out(page)
+    page.locator("#event-log [data-type='worker_kill_requested']").first.scroll_into_view_if_needed()
+    page.evaluate("window.scrollTo(0, 0)")  # the log keeps its own scroll: the kill stays in view
     page.screenshot(path=str(screenshots / f"chaos-run-{size}.png"), full_page=True)
     page.screenshot(path=str(screenshots / f"chaos-run-{size}-top.png"))  # what a visitor sees first
     page.locator(".timeline-card").screenshot(path=str(screenshots / f"chaos-timeline-{size}.png"))
@@ -102,7 +105,14 @@ def test_a_redriven_dead_letter_completes_its_run(page: Page, stack, size, scree
         "data-status", "blocked")
     assert_laid_out(page)
     page.screenshot(path=str(screenshots / f"dead-letter-{size}.png"), full_page=True)
-    dead.locator(".redrive-button").click()
+    if size == "laptop":  # from the dead letters page; on the phone, from the step's card
+        page.goto(stack.server.url + "/dead-letters")
+        entry = page.locator("#dead-letters .dead-letter", has_text=f"({size})")
+        expect(entry).to_contain_text("injected failure")
+        assert_laid_out(page)
+        entry.locator(".redrive-button").click()
+    else:
+        dead.locator(".redrive-button").click()
     page.wait_for_url(f"**/runs/{run_id}")
     expect(page.locator(".flash-ok")).to_contain_text("you redrove upload")
     expect(page.locator("#run-header")).to_have_attribute("data-status", "completed", timeout=60_000)

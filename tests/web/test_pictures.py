@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from app.dag_svg import NARROW_WIDTH, NODE_WIDTH, blocked_steps, dag_picture
+from app.dag_svg import NARROW_SIDE_LANE, NARROW_WIDTH, NODE_WIDTH, blocked_steps, dag_picture
 from app.timeline import NARROW, TICK_CHAR, WIDE, attempt_spans, timeline_picture
 from engine.store import Event
 
@@ -135,6 +135,10 @@ def test_dag_on_a_phone_is_vertical_two_nodes_a_row_and_no_wider_than_a_phone_ca
     for n in picture.nodes:
         rows.setdefault(n.y, []).append(n)
     assert max(len(r) for r in rows.values()) <= 2
+    # fetch_1 and fetch_2 sit above fetch_3: their edges to merge run down the side lanes, not behind it
+    lanes = {f"L{NARROW_SIDE_LANE:.1f}", f"L{NARROW_WIDTH - NARROW_SIDE_LANE:.1f}"}
+    side = [e for e in picture.edges if any(lane in e.path for lane in lanes)]
+    assert len(side) == 4, "the four fetches of the first row go round the second row"
 
 
 def test_steps_behind_a_dead_letter_are_blocked_not_pending():
