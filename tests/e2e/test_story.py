@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -24,7 +25,7 @@ SIZES = {"laptop": LAPTOP, "phone": PHONE}
 
 
 @pytest.fixture(params=sorted(SIZES))
-def size(request: pytest.FixtureRequest, page: Page) -> str:
+def size(request: pytest.FixtureRequest, page: Page) -> Iterator[str]:
     page.set_viewport_size(SIZES[request.param])
     yield request.param
     page.set_viewport_size(LAPTOP)
