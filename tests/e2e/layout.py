@@ -62,10 +62,10 @@ _SMALL_TEXT = """
 
 def assert_fits(page: Page) -> None:
     """Nothing overflows its card, and the page does not scroll sideways."""
-    viewport = page.viewport_size or {"width": 0}
-    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], "the page scrolls sideways"
     outside = page.evaluate(_OVERFLOWS, 1.0)
     assert not outside, "elements overflow their card:\n" + "\n".join(outside[:15])
+    viewport = page.viewport_size or {"width": 0}
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], "the page scrolls sideways"
 
 
 def assert_text_readable(page: Page) -> None:

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from engine import store
 from engine.verify import verify_run
 from tests.e2e.conftest import LAPTOP, PHONE
-from tests.e2e.layout import assert_laid_out
+from tests.e2e.layout import assert_fits, assert_laid_out, assert_text_readable
 from tests.e2e.test_chaos import busy_worker, paused
 from tests.e2e.test_dashboard import submit_from_form
 from tests.helpers import wait_for
@@ -154,3 +154,20 @@ def test_the_busy_highlight_follows_the_work(page: Page, stack):
     finally:
         for worker in stack.workers:
             worker.signal(signal.SIGCONT)
+
+
+def test_the_layout_checks_catch_an_overflowing_element_and_small_text(page: Page, stack):
+    page.goto(stack.server.url + "/how-it-works")
+    assert_laid_out(page)
+    page.evaluate("""() => {
+        const wide = document.createElement('span');
+        wide.textContent = 'x'.repeat(400);
+        wide.className = 'planted-wide';
+        document.querySelector('.glossary dd').appendChild(wide);
+    }""")
+    with pytest.raises(AssertionError, match="planted-wide"):
+        assert_fits(page)
+    page.reload()
+    page.evaluate("document.querySelector('svg.states .num text').style.fontSize = '6px'")
+    with pytest.raises(AssertionError, match="under 11 px"):
+        assert_text_readable(page)
