@@ -132,7 +132,9 @@ def timeline_picture(run: dict[str, Any], events: list[Event], worker_events: li
     axis = _Axis.of(run, spans, now, frame)
     picture = TimelinePicture(ticks=_ticks(axis, frame), width=frame.width, label_width=frame.label_width,
                               narrow=frame is NARROW)
-    rows = _pack_rows(spans, now)
+    # A short attempt is drawn wider than it lasted (min_bar): pack rows by the drawn width, so
+    # that the next attempt on the worker does not cover it.
+    rows = _pack_rows(spans, now, timedelta(seconds=(frame.min_bar + 1) / axis.scale))
     lanes = _lanes(spans, rows)
     picture.lanes = [(worker, top, height) for worker, (top, height) in lanes.items()]
     row_y = {}
@@ -211,17 +213,19 @@ def _lanes(spans: list[Span], rows: dict[int, int]) -> dict[str, tuple[float, fl
     return lanes
 
 
-def _pack_rows(spans: list[Span], now: datetime) -> dict[int, int]:
-    """Row inside its lane for each span: the first row free at its start (interval partitioning)."""
+def _pack_rows(spans: list[Span], now: datetime, min_drawn: timedelta = timedelta(0)) -> dict[int, int]:
+    """Row inside its lane for each span: the first row free at its start (interval partitioning),
+    a span occupying at least `min_drawn`."""
     rows: dict[int, int] = {}
     ends: dict[str, list[datetime]] = {}
     for span in sorted(spans, key=lambda s: s.start):
         lane = ends.setdefault(span.worker, [])
         row = next((i for i, busy_until in enumerate(lane) if busy_until <= span.start), len(lane))
+        busy_until = max(span.end or now, span.start + min_drawn)
         if row == len(lane):
-            lane.append(span.end or now)
+            lane.append(busy_until)
         else:
-            lane[row] = span.end or now
+            lane[row] = busy_until
         rows[id(span)] = row
     return rows
 

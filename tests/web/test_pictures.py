@@ -105,6 +105,11 @@ def test_tick_labels_stay_inside_and_short_attempts_stay_visible_in_both_frames(
             assert right <= frame.width, f"tick {tick.label} is cut off at {frame.width}"
         assert picture.bars[0].width >= frame.min_bar
         assert all(b.x + b.width <= frame.width for b in picture.bars)
+    # a sliver widened to min_bar is not covered by the attempt that follows it on the same worker
+    events = [event(1, "step_started", 0, 1, 1, "w1"), event(2, "step_succeeded", 0.001, 1, 1, "w1"),
+              event(3, "step_started", 0.002, 2, 1, "w1"), event(4, "step_succeeded", 20, 2, 1, "w1")]
+    first, second = timeline_picture(run, events, [], T0 + timedelta(seconds=20), NARROW).bars
+    assert first.y != second.y or first.x + first.width <= second.x
 
 
 def test_an_attempt_longer_than_its_lease_shows_where_the_lease_ran_out_and_its_last_heartbeat():
