@@ -26,9 +26,14 @@ SIZES = {"laptop": LAPTOP, "phone": PHONE}
 
 @pytest.fixture(params=sorted(SIZES))
 def size(request: pytest.FixtureRequest, page: Page) -> Iterator[str]:
+    """The screen size of the test; the page must log no error to the console and throw none."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.set_viewport_size(SIZES[request.param])
     yield request.param
     page.set_viewport_size(LAPTOP)
+    assert not errors, f"the browser console shows errors: {errors[:5]}"
 
 
 def visible_svg(page: Page, box: str) -> str:
