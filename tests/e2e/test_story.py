@@ -77,6 +77,7 @@ def test_kill_on_the_highlighted_busy_worker_shows_the_reclaim_and_the_run_compl
         expect(worker).to_have_class(re.compile(r"\bworker-busy\b"), timeout=10_000)
         kill = worker.locator(".kill-button")
         expect(kill).to_be_in_viewport()  # reachable without scrolling, on a phone too
+        page.screenshot(path=str(screenshots / f"chaos-run-{size}-top.png"))  # what the visitor sees first
         kill.click()
         page.wait_for_url(f"**/runs/{run_id}")
     expect(page.locator(".flash-ok")).to_contain_text(f"Killed {busy}")
@@ -96,7 +97,6 @@ def test_kill_on_the_highlighted_busy_worker_shows_the_reclaim_and_the_run_compl
     page.locator("#event-log [data-type='worker_kill_requested']").first.scroll_into_view_if_needed()
     page.evaluate("window.scrollTo(0, 0)")  # the log keeps its own scroll: the kill stays in view
     page.screenshot(path=str(screenshots / f"chaos-run-{size}.png"), full_page=True)
-    page.screenshot(path=str(screenshots / f"chaos-run-{size}-top.png"))  # what a visitor sees first
     page.locator(".timeline-card").screenshot(path=str(screenshots / f"chaos-timeline-{size}.png"))
     page.locator(".dag-card").screenshot(path=str(screenshots / f"chaos-dag-{size}.png"))
 
