@@ -6,11 +6,11 @@ shrink its text or scroll. The page carries both and CSS shows the one that fits
 `_dag.html` turns them into SVG."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from engine.dag import layers
-from engine.model import RunStatus, StepStatus
+from engine.model import RunStatus, Step, StepStatus
 
 NODE_WIDTH = 168
 NODE_HEIGHT = 46
@@ -63,31 +63,31 @@ class DagPicture:
     vertical: bool = False
 
 
-def blocked_steps(steps: list[dict[str, Any]]) -> set[str]:
+def blocked_steps(steps: Sequence[Step]) -> set[str]:
     """Names of pending steps with a dead-lettered ancestor: they cannot run until it is redriven,
     so "pending" would suggest a wait that never ends."""
-    by_name = {s["name"]: s for s in steps}
+    by_name = {s.name: s for s in steps}
     blocked: dict[str, bool] = {}
 
     def is_blocked(name: str) -> bool:
         if name not in blocked:
             blocked[name] = False  # guards against revisiting; the graph is acyclic anyway
-            blocked[name] = any(by_name[p]["status"] == StepStatus.DEAD_LETTER or is_blocked(p)
-                                for p in by_name[name]["dependsOn"] if p in by_name)
+            blocked[name] = any(by_name[p].status == StepStatus.DEAD_LETTER or is_blocked(p)
+                                for p in by_name[name].depends_on if p in by_name)
         return blocked[name]
 
-    return {s["name"] for s in steps if s["status"] == StepStatus.PENDING and is_blocked(s["name"])}
+    return {s.name for s in steps if s.status == StepStatus.PENDING and is_blocked(s.name)}
 
 
-def display_status(step: dict[str, Any], blocked: set[str] | frozenset[str] = frozenset(),
-                   run_status: str = RunStatus.RUNNING) -> str:
+def display_status(step: Step, blocked: set[str] | frozenset[str] = frozenset(),
+                   run_status: RunStatus = RunStatus.RUNNING) -> str:
     """A ready step that already failed an attempt is waiting to be retried; a pending step behind
     a dead letter (or in a run that is no longer running) is blocked."""
-    if step["status"] == StepStatus.READY and step["attempt"] > 0:
+    if step.status == StepStatus.READY and step.attempt > 0:
         return "retrying"
-    if step["status"] == StepStatus.PENDING and (step["name"] in blocked or run_status == RunStatus.FAILED):
+    if step.status == StepStatus.PENDING and (step.name in blocked or run_status == RunStatus.FAILED):
         return BLOCKED
-    return step["status"]
+    return step.status.value
 
 
 def short_label(name: str, chars: int = LABEL_CHARS) -> str:
@@ -95,44 +95,43 @@ def short_label(name: str, chars: int = LABEL_CHARS) -> str:
     return label if len(label) <= chars else label[: chars - 1] + "…"
 
 
-def dag_picture(steps: list[dict[str, Any]], vertical: bool = False, run_status: str = RunStatus.RUNNING
+def dag_picture(steps: Sequence[Step], vertical: bool = False, run_status: RunStatus = RunStatus.RUNNING
                 ) -> DagPicture:
-    """Lay out steps (as `store.run_get` returns them: name, dependsOn, status, attempt...)."""
+    """Lay out a run's steps: layers by depth, each layer ordered near its parents."""
     layered = _ordered_layers(steps)
     place = _place_vertical if vertical else _place_horizontal
     positions, width, height = place(layered)
     blocked = blocked_steps(steps)
     chars = NARROW_LABEL_CHARS if vertical else LABEL_CHARS
-    nodes = {s["name"]: Node(s["id"], s["name"], short_label(s["name"], chars), s["kind"],
-                             display_status(s, blocked, run_status), s["attempt"],
-                             s.get("attemptLimit", s["maxAttempts"]), *positions[s["name"]])
+    nodes = {s.name: Node(s.id, s.name, short_label(s.name, chars), s.kind, display_status(s, blocked, run_status),
+                          s.attempt, s.attempt_limit, *positions[s.name])
              for s in steps}
     if vertical:
         row_tops = sorted({n.y for n in nodes.values()})
-        edges = [Edge(_edge_down(nodes[p], nodes[s["name"]], row_tops), nodes[p].status)
-                 for s in steps for p in s["dependsOn"]]
+        edges = [Edge(_edge_down(nodes[p], nodes[s.name], row_tops), nodes[p].status)
+                 for s in steps for p in s.depends_on]
         return DagPicture(list(nodes.values()), edges, width, height, NARROW_NODE_WIDTH, NODE_HEIGHT, True)
-    edges = [Edge(_curve_right(nodes[p], nodes[s["name"]]), nodes[p].status) for s in steps for p in s["dependsOn"]]
+    edges = [Edge(_curve_right(nodes[p], nodes[s.name]), nodes[p].status) for s in steps for p in s.depends_on]
     return DagPicture(list(nodes.values()), edges, width, height)
 
 
-def _ordered_layers(steps: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    parents = {s["name"]: list(s["dependsOn"]) for s in steps}
+def _ordered_layers(steps: Sequence[Step]) -> list[list[Step]]:
+    parents = {s.name: list(s.depends_on) for s in steps}
     depth = layers(parents)
-    by_layer: dict[int, list[dict[str, Any]]] = {}
+    by_layer: dict[int, list[Step]] = {}
     for step in steps:
-        by_layer.setdefault(depth[step["name"]], []).append(step)
+        by_layer.setdefault(depth[step.name], []).append(step)
     row_of: dict[str, float] = {}
     ordered = []
     for layer in sorted(by_layer):
-        members = sorted(by_layer[layer], key=lambda s: (_mean_parent_row(s, row_of), s["id"]))
+        members = sorted(by_layer[layer], key=lambda s: (_mean_parent_row(s, row_of), s.id))
         for row, step in enumerate(members):
-            row_of[step["name"]] = row
+            row_of[step.name] = row
         ordered.append(members)
     return ordered
 
 
-def _place_horizontal(layered: list[list[dict[str, Any]]]) -> tuple[dict[str, tuple[float, float]], float, float]:
+def _place_horizontal(layered: list[list[Step]]) -> tuple[dict[str, tuple[float, float]], float, float]:
     """Layers as columns, left to right; short columns centred."""
     tallest = max(len(c) for c in layered)
     height = 2 * MARGIN + tallest * NODE_HEIGHT + (tallest - 1) * ROW_GAP
@@ -140,13 +139,13 @@ def _place_horizontal(layered: list[list[dict[str, Any]]]) -> tuple[dict[str, tu
     for column, members in enumerate(layered):
         offset = (tallest - len(members)) * (NODE_HEIGHT + ROW_GAP) / 2
         for row, step in enumerate(members):
-            positions[step["name"]] = (MARGIN + column * (NODE_WIDTH + COLUMN_GAP),
-                                       MARGIN + offset + row * (NODE_HEIGHT + ROW_GAP))
+            positions[step.name] = (MARGIN + column * (NODE_WIDTH + COLUMN_GAP),
+                                    MARGIN + offset + row * (NODE_HEIGHT + ROW_GAP))
     width = 2 * MARGIN + len(layered) * NODE_WIDTH + (len(layered) - 1) * COLUMN_GAP
     return positions, width, height
 
 
-def _place_vertical(layered: list[list[dict[str, Any]]]) -> tuple[dict[str, tuple[float, float]], float, float]:
+def _place_vertical(layered: list[list[Step]]) -> tuple[dict[str, tuple[float, float]], float, float]:
     """Layers as bands, top to bottom; a layer wider than NARROW_PER_ROW wraps into several rows,
     each centred."""
     positions = {}
@@ -157,14 +156,14 @@ def _place_vertical(layered: list[list[dict[str, Any]]]) -> tuple[dict[str, tupl
             row_width = len(row) * NARROW_NODE_WIDTH + (len(row) - 1) * NARROW_ROW_GAP
             x = (NARROW_WIDTH - row_width) / 2
             for i, step in enumerate(row):
-                positions[step["name"]] = (x + i * (NARROW_NODE_WIDTH + NARROW_ROW_GAP), y)
+                positions[step.name] = (x + i * (NARROW_NODE_WIDTH + NARROW_ROW_GAP), y)
             y += NODE_HEIGHT + NARROW_ROW_GAP
         y += NARROW_LAYER_GAP - NARROW_ROW_GAP
     return positions, NARROW_WIDTH, y - NARROW_LAYER_GAP + NARROW_MARGIN
 
 
-def _mean_parent_row(step: dict[str, Any], row_of: dict[str, float]) -> float:
-    rows = [row_of[p] for p in step["dependsOn"] if p in row_of]
+def _mean_parent_row(step: Step, row_of: dict[str, float]) -> float:
+    rows = [row_of[p] for p in step.depends_on if p in row_of]
     return sum(rows) / len(rows) if rows else -1.0
 
 

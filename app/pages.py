@@ -17,7 +17,6 @@ from app.state import db, state
 from app.workflows import WORKFLOWS
 from engine import store
 from engine.errors import Conflict, InvalidRun, RateLimited
-from engine.store.dashboard import steps_brief
 from engine.submit import submit_run
 
 bp = Blueprint("pages", __name__)
@@ -92,7 +91,7 @@ def redrive(step_id: int) -> Response:
     try:
         with db() as conn:
             run_id = store.step_redrive(conn, step_id)
-            name = steps_brief(conn, [step_id])[step_id]["name"]
+            name = store.steps_by_id(conn, [step_id])[step_id].name
         # Said in the past tense with its time: the page goes on changing live below the message.
         flash(f"At {clock(datetime.now(UTC))} you redrove {step_label(name)}: it got a fresh budget of "
               "attempts and its run was re-opened. Watch it below.", "ok")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from engine.store import Event
+from engine.model import Event, Run, StepStatus
 
 AXIS_HEIGHT = 22.0
 MARK_STRIP = 16.0  # the top of each lane, for worker-level marks (kill, lost)
@@ -49,7 +48,7 @@ class Span:
     worker: str
     start: datetime
     end: datetime | None = None
-    outcome: str = "running"
+    outcome: str = StepStatus.RUNNING.value  # until the event that ends the attempt
     note: str = ""
     step_id: int = 0
 
@@ -121,13 +120,13 @@ def _close(span: Span, event: Event) -> None:
     span.note = str(detail.get("error") or detail.get("reason") or "")
 
 
-def timeline_picture(run: dict[str, Any], events: list[Event], worker_events: list[Event], now: datetime,
+def timeline_picture(run: Run, events: list[Event], worker_events: list[Event], now: datetime,
                      frame: Frame = WIDE, lease_seconds: float | None = None,
                      leases: dict[int, datetime] | None = None) -> TimelinePicture:
-    """The picture of a run (as `store.run_get` returns it) from its events and the lifecycle
-    events of the workers that ran it; `now` ends the bars of attempts still running. With
-    `lease_seconds`, attempts longer than a lease get a mark where it would have run out; `leases`
-    (step id → lease expiry of a running step) places the running attempts' last heartbeats."""
+    """The picture of a run from its events and the lifecycle events of the workers that ran it;
+    `now` ends the bars of attempts still running. With `lease_seconds`, attempts longer than a
+    lease get a mark where it would have run out; `leases` (step id → lease expiry of a running
+    step) places the running attempts' last heartbeats."""
     spans = attempt_spans(events)
     axis = _Axis.of(run, spans, now, frame)
     picture = TimelinePicture(ticks=_ticks(axis, frame), width=frame.width, label_width=frame.label_width,
@@ -189,10 +188,10 @@ class _Axis:
     label_width: float
 
     @classmethod
-    def of(cls, run: dict[str, Any], spans: list[Span], now: datetime, frame: Frame) -> _Axis:
+    def of(cls, run: Run, spans: list[Span], now: datetime, frame: Frame) -> _Axis:
         """From the run's creation to its end (or now), wide enough for every attempt."""
-        start = datetime.fromisoformat(run["createdAt"])
-        end = datetime.fromisoformat(run["finishedAt"]) if run.get("finishedAt") else now
+        start = run.created_at
+        end = run.finished_at or now
         end = max([end, *(s.end or now for s in spans)])
         seconds = max((end - start).total_seconds(), 1.0)
         return cls(start, seconds, (frame.width - frame.label_width - RIGHT_PAD) / seconds, frame.label_width)

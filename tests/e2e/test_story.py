@@ -124,9 +124,9 @@ def test_a_redriven_dead_letter_completes_its_run(page: Page, stack, size, scree
     expect(page.locator("#run-header")).to_have_attribute("data-status", "completed", timeout=60_000)
     expect(dead).to_have_attribute("data-status", "succeeded")
     expect(page.locator("#event-log [data-type='step_redriven']")).to_have_count(1)
-    steps = {s["name"]: s for s in store.run_get(stack.conn, run_id)["steps"]}
-    assert steps["tool_call.fetch"]["attempt"] == 1, "the step that had succeeded ran again"
-    assert steps["tool_call.upload"]["attempt"] == 3, "the first fresh attempt passed"
+    steps = {s.name: s for s in store.run_get(stack.conn, run_id).steps}
+    assert steps["tool_call.fetch"].attempt == 1, "the step that had succeeded ran again"
+    assert steps["tool_call.upload"].attempt == 3, "the first fresh attempt passed"
     assert verify_run(stack.conn, run_id) == []
     expect(page.locator(".flash")).to_have_count(0, timeout=30_000)  # the message does not outlive its moment
     assert_laid_out(page)
@@ -152,7 +152,7 @@ def test_the_busy_highlight_follows_the_work(page: Page, stack):
         worker.signal(signal.SIGSTOP)  # nothing runs: no worker may be highlighted as busy
     try:
         page.goto(stack.server.url + "/")
-        wait_for(lambda: all(not w["running"] for w in store.workers_list(stack.conn)), 20, "idle workers")
+        wait_for(lambda: all(not w.running for w in store.workers_list(stack.conn)), 20, "idle workers")
         page.reload()
         expect(page.locator("#workers .worker")).to_have_count(2)
         expect(page.locator("#workers .worker-busy")).to_have_count(0)

@@ -11,6 +11,7 @@ from app.workflows import WORKFLOWS, Knobs, attempts_for, build_run
 from engine import store
 from engine.dag import parse_run
 from engine.errors import InvalidRun
+from engine.model import RunStatus, StepStatus
 from engine.submit import submit_run
 from engine.tools import tool_names
 from engine.verify import verify_run
@@ -52,7 +53,7 @@ def test_the_form_submits_a_workflow_and_redirects_to_its_run(client, conn):
     assert response.status_code == 303
     run_id = store.run_ids(conn)[0]
     assert response.headers["Location"].endswith(f"/runs/{run_id}")
-    assert len(store.run_get(conn, run_id)["steps"]) == 6
+    assert len(store.run_get(conn, run_id).steps) == 6
 
 
 def test_a_form_error_is_shown_next_to_the_form_keeping_what_was_typed(client, conn):
@@ -122,7 +123,7 @@ def test_cancel_and_redrive_forms_act_and_come_back_with_a_message(client, conn,
     token = csrf(client)
     response = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
     assert "you cancelled the run" in response.get_data(as_text=True)
-    assert store.run_get(conn, run_id)["status"] == "cancelled"
+    assert store.run_get(conn, run_id).status == RunStatus.CANCELLED
     again = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
     assert "already cancelled" in again.get_data(as_text=True)
     redrive = client.post("/steps/999999/redrive", data={"csrf_token": token})
@@ -135,20 +136,20 @@ def test_redrive_from_the_dead_letters_page_leads_to_the_run_naming_the_step_and
     run_id = store.run_ids(conn)[0]
     worker = WorkerProcess(settings.database_url, "worker-web-redrive", 2)
     try:
-        wait_for(lambda: store.run_get(conn, run_id)["status"] == "failed", 30, "the run to fail")
+        wait_for(lambda: store.run_get(conn, run_id).status == RunStatus.FAILED, 30, "the run to fail")
         page = client.get(f"/runs/{run_id}").get_data(as_text=True)
         assert re.search(r'data-step="llm_call.summarize" data-status="blocked"', page), "a step behind the dead letter"
         assert "Redrive upload" in client.get("/dead-letters").get_data(as_text=True)
-        dead = next(s for s in store.run_get(conn, run_id)["steps"] if s["status"] == "dead_letter")
-        response = client.post(f"/steps/{dead['id']}/redrive", data={"csrf_token": csrf(client)})
+        dead = next(s for s in store.run_get(conn, run_id).steps if s.status == StepStatus.DEAD_LETTER)
+        response = client.post(f"/steps/{dead.id}/redrive", data={"csrf_token": csrf(client)})
         assert response.status_code == 303 and response.headers["Location"].endswith(f"/runs/{run_id}")
         page = client.get(response.headers["Location"]).get_data(as_text=True)
         assert re.search(r"you redrove upload: it got a fresh budget of attempts", page)
-        wait_for(lambda: store.run_get(conn, run_id)["status"] == "completed", 30, "the redriven run to complete")
+        wait_for(lambda: store.run_get(conn, run_id).status == RunStatus.COMPLETED, 30, "the redriven run to complete")
     finally:
         worker.stop()
-    fetch = next(s for s in store.run_get(conn, run_id)["steps"] if s["name"] == "tool_call.fetch")
-    assert fetch["attempt"] == 1, "the step that had succeeded was not run again"
+    fetch = next(s for s in store.run_get(conn, run_id).steps if s.name == "tool_call.fetch")
+    assert fetch.attempt == 1, "the step that had succeeded was not run again"
     assert verify_run(conn, run_id) == []
 
 
