@@ -62,6 +62,7 @@ class RunStream(PageStream):
     def __init__(self, run_id: UUID) -> None:
         self.run_id = run_id
         self.terminal = False
+        self.logged_worker_events: set[int] = set()
         self.page_path = url_for("pages.run_page", run_id=run_id)
 
     def snapshot(self, conn: psycopg.Connection, upto: int) -> str:
@@ -73,11 +74,14 @@ class RunStream(PageStream):
     def update(self, conn: psycopg.Connection, events: list[Event]) -> str:
         if all(e is STREAM_WAKE for e in events):  # only text arrived: redraw the text, not the pictures
             return stream_fragments(conn, self.run_id)
-        mine = [e for e in events if e.run_id == self.run_id]
-        return self._pictures(conn) + (render_template("_event_log_append.html", log=mine) if mine else "")
+        pictures = self._pictures(conn)
+        # The run's events, and the kills and losses of its workers that its own page logs too.
+        mine = [e for e in events if e.run_id == self.run_id or e.id in self.logged_worker_events]
+        return pictures + (render_template("_event_log_append.html", log=mine) if mine else "")
 
     def tick(self, conn: psycopg.Connection) -> str:
-        workers = render_template("_workers.html", page_path=self.page_path, **context.workers_context(conn))
+        workers = render_template("_workers.html", page_path=self.page_path, highlight_run=self.run_id,
+                                  **context.workers_context(conn))
         return workers if self.terminal else self._pictures(conn)
 
     def _pictures(self, conn: psycopg.Connection) -> str:
@@ -85,6 +89,7 @@ class RunStream(PageStream):
         values = {**context.run_picture_context(conn, run, context.run_events(conn, self.run_id)),
                   **context.workers_context(conn), "page_path": self.page_path}
         self.terminal = values["run"]["terminal"]
+        self.logged_worker_events = {e.id for e in values["worker_events"]}
         return render_all((*RUN_PARTIALS, "_workers.html"), **values)
 
 
