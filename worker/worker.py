@@ -24,6 +24,7 @@ from worker.connections import ReconnectingConnection, StopRequested
 from worker.inflight import InFlight, InFlightTable
 from worker.reaper import Reaper
 from worker.slots import chaos_rng, execute_step, make_context
+from worker.stamps import StepStamps
 
 log = logging.getLogger("worker")
 
@@ -55,6 +56,7 @@ class Worker:
         self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
         self.side_effects = ReconnectingConnection(url, f"{name}:tools", self.shutdown)
         self.side_effects_lock = threading.Lock()
+        self.stamps = StepStamps(settings.step_stamps_file) if settings.step_stamps_file else None
         self.reaper = Reaper(self.table, ReconnectingConnection(url, f"{name}:reaper", self.shutdown), settings,
                              name, lambda: self.worker_id, self.wake.set, self.shutdown)
         self.threads: list[threading.Thread] = []
@@ -108,6 +110,8 @@ class Worker:
             self.tasks.put(None)
         for conn in (self.claimer, self.recorder, self.side_effects, self.liveness):
             conn.close()
+        if self.stamps is not None:
+            self.stamps.write()
         log.info("worker %s stopped", self.name)
 
     def _wait_results_recorded(self, deadline: float) -> None:
@@ -173,7 +177,11 @@ class Worker:
             self._execute(flight)
 
     def _execute(self, flight: InFlight) -> None:
-        if self.table.finish(flight, execute_step(flight.step, flight.ctx)):
+        started = time.time()
+        result = execute_step(flight.step, flight.ctx)
+        if self.stamps is not None:
+            self.stamps.add(flight, started, time.time())
+        if self.table.finish(flight, result):
             self.wake.set()  # every slot is free: claim now instead of after the recorder's commit
 
     def _record_notification(self, step: ClaimedStep, message: str) -> bool:
