@@ -25,6 +25,7 @@ from worker.inflight import InFlight, InFlightTable
 from worker.reaper import Reaper
 from worker.slots import chaos_rng, execute_step, make_context
 from worker.stamps import StepStamps
+from worker.watcher import Watcher
 
 log = logging.getLogger("worker")
 
@@ -62,6 +63,8 @@ class Worker:
         self.stamps = StepStamps(settings.step_stamps_file) if settings.step_stamps_file else None
         self.reaper = Reaper(self.table, ReconnectingConnection(url, f"{name}:reaper", self.shutdown), settings,
                              name, lambda: self.worker_id, self.wake.set, self.shutdown)
+        self.watcher = Watcher(ReconnectingConnection(url, f"{name}:watch", self.shutdown), settings, name,
+                               lambda: self.worker_id, self.wake.set, self.shutdown)
         self.threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -69,7 +72,8 @@ class Worker:
     def start(self) -> None:
         """Register, take the liveness lock and start the background loops."""
         self.liveness.get()
-        loops = [(self._listen_loop, "listen"), (self._record_loop, "record"), (self.reaper.loop, "reaper")]
+        loops = [(self._listen_loop, "listen"), (self._record_loop, "record"), (self.reaper.loop, "reaper"),
+                 (self.watcher.loop, "watch")]
         loops += [(self._slot_loop, f"slot{i}") for i in range(self.slot_threads)]
         for target, label in loops:
             thread = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
