@@ -3,7 +3,7 @@ liveness lock of one other worker (see `engine.store.watch`); Postgres wakes it 
 worker's session ends, and it reclaims the dead worker's steps at once instead of at the reaper's
 next pass. The reaper keeps polling as before (the fallback for a worker nobody watches yet) and
 keeps the lease sweep for a worker that is frozen but alive. Idle, the watcher costs one blocked
-query and a look at the workers table every `WATCH_SECONDS`."""
+statement (one round trip) every `WATCH_SECONDS`."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from engine import store
 from engine.config import Settings
 from engine.errors import StoreUnavailable
-from engine.store.watch import worker_to_watch, worker_wait_for_death
+from engine.store.watch import worker_watch_neighbour
 from worker.connections import ReconnectingConnection, StopRequested
 
 log = logging.getLogger("worker")
@@ -48,10 +48,10 @@ class Watcher:
             return self.settings.reaper_interval_seconds
         try:
             conn = self.conn.get()
-            target = worker_to_watch(conn, me)
-            if target is None:  # alone: look again soon, a worker that joins should be watched at once
+            watched = worker_watch_neighbour(conn, me, wait_seconds)
+            if watched.alone:  # look again soon: a worker that joins should be watched at once
                 return self.settings.reaper_interval_seconds
-            if not worker_wait_for_death(conn, target, wait_seconds):
+            if not watched.died:
                 return 0.0  # alive
             reclaimed = store.reclaim_dead_workers(conn, self.name, self.settings.restart_grace_seconds)
         except StopRequested:
@@ -64,7 +64,7 @@ class Watcher:
             self.conn.close()
             return self.settings.reaper_interval_seconds
         if reclaimed:
-            log.info("watcher: worker incarnation %d died; reclaimed %d step(s)", target, reclaimed)
+            log.info("watcher: a watched worker died; reclaimed %d step(s)", reclaimed)
             self.wake()
             return 0.0
         # The lock was free but nothing was reclaimed: the worker stopped (it drops out of the
