@@ -3,8 +3,12 @@ and runs the child its transaction claimed, on the same thread. Driven in-proces
 time (no worker threads), so each path is taken for certain."""
 from __future__ import annotations
 
+import psycopg
+import pytest
+
 from engine import store
 from engine.model import RunStatus, StepStatus
+from engine.store import StepResult
 from engine.submit import submit_run
 from engine.verify import verify_run
 from tests.helpers import chain, wait_for
@@ -90,4 +94,23 @@ def test_while_a_record_is_in_progress_a_result_waits_for_the_recorder_thread(co
     finally:
         _close(worker)
     wait_for(lambda: store.run_get(conn, run_id).status == RunStatus.COMPLETED, 10, "the run to complete")
+    assert verify_run(conn, str(run_id)) == []
+
+
+def test_a_record_that_fails_mid_pipeline_is_rolled_back_and_the_connection_stays_usable(conn, settings, db_url):
+    run_id, _ = submit_run(conn, chain(2), settings)
+    with store.connect(db_url) as recorder:
+        worker_id = store.worker_register(recorder, "pipeline", "test-host", 1)
+        [first] = store.step_claim(recorder, "pipeline", worker_id, 1, 300)
+        bad = StepResult(first.id, first.attempt, ok=True, output_json="{not json", run_id=first.run_id)
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            store.step_record_and_claim(recorder, "pipeline", worker_id, [bad], 1, 300, True)
+        assert recorder.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # rolled back
+        assert store.run_get(conn, run_id).steps[0].status == StepStatus.RUNNING  # nothing was recorded
+        good = StepResult(first.id, first.attempt, ok=True, output_json="{}", run_id=first.run_id)
+        summary, claimed = store.step_record_and_claim(recorder, "pipeline", worker_id, [good], 1, 300, True)
+        assert summary.discarded == 0 and [c.name for c in claimed] == ["tool_call.s1"]
+        done = StepResult(claimed[0].id, claimed[0].attempt, ok=True, output_json="{}", run_id=run_id)
+        store.step_record_and_claim(recorder, "pipeline", worker_id, [done], 0, 300, True)
+    assert store.run_get(conn, run_id).status == RunStatus.COMPLETED
     assert verify_run(conn, str(run_id)) == []
