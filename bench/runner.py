@@ -25,9 +25,9 @@ class Runner:
     def run_all(self) -> list[BenchResult]:
         if "throughput" in self.selected or "peers" in self.selected:
             self._run("throughput and peers", self._throughput)
-        if any(name in self.selected for name in ("handoff", "live")):
+        if any(name in self.selected for name in ("handoff", "chains", "live")):
             self.commit_timestamps = self.server.enable_commit_timestamps()
-        steps = {"handoff": self._handoff, "submit": self._submit, "live": self._live,
+        steps = {"handoff": self._handoff, "chains": self._chains, "submit": self._submit, "live": self._live,
                  "resources": self._resources, "recovery": self._recovery, "llm_stream": self._llm_stream}
         for name, step in steps.items():
             if name in self.selected:
@@ -64,6 +64,13 @@ class Runner:
         from bench.handoff import run_handoff_bench
         result.figures = run_handoff_bench(self.server, self.sizes["handoffs"], self.sizes["handoff_repeats"],
                                            self.commit_timestamps)
+
+    def _chains(self, result: BenchResult) -> None:
+        from bench.chains import run_chains_bench
+        result.figures, dbos_missing = run_chains_bench(
+            self.server, self.sizes["chains"], self.sizes["dags"], self.sizes["chain_repeats"],
+            self.sizes["dbos_jobs"], self.commit_timestamps)
+        result.unavailable = f"DBOS: {dbos_missing}" if dbos_missing else None
 
     def _submit(self, result: BenchResult) -> None:
         from bench.submit_latency import run_submit_bench

@@ -120,6 +120,9 @@ class Settings:
         "events and on the dashboard; empty uses worker-HOST-PID."})
     log_level: str = field(default="INFO", metadata={
         "env": "LOG_LEVEL", "help": "Log level of workers and the web app (DEBUG, INFO, WARNING, ERROR)."})
+    step_stamps_file: str = field(default="", metadata={
+        "env": "STEP_STAMPS_FILE", "help": "Benchmark instrumentation: a file the worker appends each "
+        "handler's start and end times to (JSON lines, written when it stops); empty records nothing."})
     chaos_seed: str = field(default="", metadata={
         "env": "CHAOS_SEED", "help": "Seeds each worker's random draws for the `failureRate` chaos knob "
         "(with the worker's name, so workers differ); empty draws unseeded."})

@@ -3,7 +3,8 @@ outcome, with the slot accounting that decides how many more it may claim. One l
 claim loop, the slot threads, the recorder and the reaper only go through its methods.
 
 Life of an entry: `start` (claimed) → `finish` (the handler returned; its result waits in
-`results` for the recorder) → `begin_recording` → `end_recording` (committed: removed). A timeout
+`results` for the recorder) or `settle` (the slot records its result itself) → `begin_recording`
+→ `end_recording` (committed: removed). A timeout
 (`expire`) records a failure instead and drops the handler's eventual result. Accounting, with
 `concurrency` slots (see docs/ARCHITECTURE.md, "Slot accounting"):
 
@@ -92,15 +93,32 @@ class InFlightTable:
         """The handler returned `result`: queue it for the recorder, unless the attempt already
         timed out (its timeout is its outcome; the entry goes). Returns True when no handler is
         executing any more, so the claim loop can claim at once instead of after the commit."""
+        idle = self.settle(flight)
+        if idle is None:
+            return False
+        self.results.put(result)
+        return idle
+
+    def settle(self, flight: InFlight) -> bool | None:
+        """The handler returned: mark the entry finished, without queueing its result (a slot that
+        records its own result calls this, then `begin_recording`). None when the attempt already
+        timed out (the entry goes, there is nothing to record); else whether no handler executes."""
         with self.lock:
             if flight.timed_out:
                 if self.flights.get(flight.step.id) is flight:
                     del self.flights[flight.step.id]
-                return False
+                return None
             flight.finished = True
-            idle = not any(not f.finished and not f.timed_out for f in self.flights.values())
-        self.results.put(result)
-        return idle
+            return not any(not f.finished and not f.timed_out for f in self.flights.values())
+
+    def drain_results(self) -> list[StepResult]:
+        """Every result queued right now, without waiting."""
+        batch: list[StepResult] = []
+        while True:
+            try:
+                batch.append(self.results.get_nowait())
+            except queue.Empty:
+                return batch
 
     def forget(self, flight: InFlight) -> None:
         """Drop an attempt that was handed back without a result (released to another attempt)."""

@@ -25,7 +25,9 @@ from worker.inflight import InFlight, InFlightTable
 from worker.llm_support import LlmSupport
 from worker.reaper import Reaper
 from worker.slots import chaos_rng, execute_step, make_context
+from worker.stamps import StepStamps
 from worker.tool_database import ToolDatabase
+from worker.watcher import Watcher
 
 log = logging.getLogger("worker")
 
@@ -57,8 +59,14 @@ class Worker:
         self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown)
         self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
         self.side_effects = ToolDatabase(url, f"{name}:tools", self.shutdown)
+        # One record transaction at a time on the recorder connection: whoever holds this lock
+        # records (see docs/ARCHITECTURE.md, "Same-slot hand-off").
+        self.record_lock = threading.Lock()
+        self.stamps = StepStamps(settings.step_stamps_file) if settings.step_stamps_file else None
         reaper_conn = ReconnectingConnection(url, f"{name}:reaper", self.shutdown, max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
         self.reaper = Reaper(self.table, reaper_conn, settings, name, lambda: self.worker_id, self.wake.set, self.shutdown)
+        self.watcher = Watcher(ReconnectingConnection(url, f"{name}:watch", self.shutdown), settings, name,
+                               lambda: self.worker_id, self.wake.set, self.shutdown)
         self.llm = LlmSupport(settings, name)
         self.threads: list[threading.Thread] = []
 
@@ -68,7 +76,8 @@ class Worker:
         """Register, take the liveness lock and start the background loops."""
         self.liveness.get()
         self.llm.configure(self.claimer.get())
-        loops = [(self._listen_loop, "listen"), (self._record_loop, "record"), (self.reaper.loop, "reaper")]
+        loops = [(self._listen_loop, "listen"), (self._record_loop, "record"), (self.reaper.loop, "reaper"),
+                 (self.watcher.loop, "watch")]
         loops += [(self._slot_loop, f"slot{i}") for i in range(self.slot_threads)]
         for target, label in loops:
             thread = threading.Thread(target=target, name=f"{self.name}-{label}", daemon=True)
@@ -113,6 +122,8 @@ class Worker:
         for conn in (self.claimer, self.recorder, self.side_effects.conn, self.liveness):
             conn.close()
         self.llm.close()
+        if self.stamps is not None:
+            self.stamps.write()
         log.info("worker %s stopped", self.name)
 
     def _wait_results_recorded(self, deadline: float) -> None:
@@ -180,13 +191,40 @@ class Worker:
         while (flight := self.tasks.get()) is not None:
             self._execute(flight)
 
-    def _execute(self, flight: InFlight) -> None:
-        result = execute_step(flight.step, flight.ctx)
-        if result.give_back:
-            self._give_back(flight, result.error or "database unavailable")
-            return
-        if self.table.finish(flight, result):
-            self.wake.set()  # every slot is free: claim now instead of after the recorder's commit
+    def _execute(self, flight: InFlight | None) -> None:
+        """Run a step; record it from this thread when nobody else is recording, and run the child
+        that transaction claimed right here: no thread hand-off on the chain's critical path."""
+        while flight is not None:
+            started = time.time()
+            result = execute_step(flight.step, flight.ctx)
+            if self.stamps is not None:
+                self.stamps.add(flight, started, time.time())
+            if result.give_back:
+                self._give_back(flight, result.error or "database unavailable")
+                return
+            flight = self._settle(flight, result)
+
+    def _settle(self, flight: InFlight, result: StepResult) -> InFlight | None:
+        """Hand the outcome on. When the recorder connection is free, commit it at once from this
+        slot (with whatever else is queued) and return the first step that transaction claimed;
+        when a record is in progress, queue it: the recorder thread batches what piles up."""
+        idle = self.table.settle(flight)
+        if idle is None:
+            return None  # timed out: the timeout is its outcome
+        if not self.record_lock.acquire(blocking=False):
+            self.table.results.put(result)
+            if idle:
+                self.wake.set()  # every slot is free: claim now instead of after the recorder's commit
+            return None
+        try:
+            flights = self._record([result, *self.table.drain_results()])
+        finally:
+            self.record_lock.release()
+        if not flights:
+            return None
+        for other in flights[1:]:
+            self.tasks.put(other)
+        return flights[0]
 
     def _record_notification(self, step: ClaimedStep, message: str, cancelled: threading.Event) -> bool:
         return self.side_effects.call(lambda conn: notification_record(conn, step.idempotency_key, step.run_id,
@@ -224,13 +262,10 @@ class Worker:
                 first = self.table.results.get(timeout=0.5)
             except queue.Empty:
                 continue
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self.table.results.get_nowait())
-                except queue.Empty:
-                    break
-            self._record(batch)
+            with self.record_lock:
+                flights = self._record([first, *self.table.drain_results()])
+            for flight in flights:
+                self.tasks.put(flight)
 
     def _notify(self, steps_ready: bool) -> None:
         """After the claim's commit: announce its step_started rows."""
@@ -239,8 +274,10 @@ class Worker:
         except StopRequested:
             pass
 
-    def _record(self, batch: list[StepResult]) -> None:
-        """Record the batch and, in the same transaction, claim as many steps as there are free slots."""
+    def _record(self, batch: list[StepResult]) -> list[InFlight]:
+        """Record the batch and, in the same transaction, claim as many steps as there are free
+        slots; returns the claimed steps, entered in the table, for the caller to run. The caller
+        holds `record_lock`. The wake-up NOTIFY rides in the same pipeline, behind the COMMIT."""
         summary, claimed = store.RecordSummary(0, 0), []
         limit = self.table.begin_recording(batch, claiming=not self.stopping.is_set())
         flights: list[InFlight] = []
@@ -251,14 +288,11 @@ class Worker:
             self.table.end_recording(batch, limit, flights)
         if summary.discarded:
             log.warning("%d result(s) discarded: the step was taken away from this attempt", summary.discarded)
-        for flight in flights:
-            self.tasks.put(flight)
-        # Other workers are woken only when this one may have left ready steps behind.
-        try:
-            store.notify_after_commit(self.recorder.get(), steps_ready=summary.newly_ready > 0 and len(claimed) >= limit)
-        except StopRequested:
-            pass
-        self.wake.set()
+        if len(claimed) >= limit or self.stopping.is_set():
+            # More may be ready than this claim took (or shutdown waits on progress): let the claim
+            # loop look. A claim that took fewer than it could left nothing ready behind.
+            self.wake.set()
+        return flights
 
     def _record_with_retries(self, batch: list[StepResult], limit: int) -> tuple[store.RecordSummary, list[ClaimedStep]]:
         """Reconnect through outages; retry a deadlock a few times with backoff. On anything else the
@@ -267,7 +301,7 @@ class Worker:
         while True:
             try:
                 return store.step_record_and_claim(self.recorder.get(), self.name, self.worker_id or 0, batch,
-                                                   limit, self.settings.lease_seconds)
+                                                   limit, self.settings.lease_seconds, True)  # announce
             except StopRequested:
                 break
             except StoreUnavailable as exc:

@@ -26,6 +26,25 @@ SELECT set_config('synchronous_commit', 'off', true),
 """
 
 
+# After a record: the same wake-up, sent in the record's own pipeline right behind its COMMIT (no
+# round trip of its own). Other workers are told about claimable steps only when the record made
+# some ready in its runs that the recorder's claim in the same transaction left behind.
+_NOTIFY_AFTER_RECORD = """
+SELECT set_config('synchronous_commit', 'off', true),
+       pg_notify(%(events)s, ''),
+       CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = ANY(%(runs)s) AND status = 'ready'
+                                               AND run_at <= now())
+            THEN pg_notify(%(ready)s, '') END
+"""
+
+
+def queue_notify_after_record(conn: psycopg.Connection, runs: list) -> None:
+    """In pipeline mode, after the record's transaction block: queue the wake-up; it runs as its own
+    implicit transaction once the COMMIT before it is done. The caller decides what a failure
+    means (the data is committed by then)."""
+    conn.execute(_NOTIFY_AFTER_RECORD, {"events": EVENTS_CHANNEL, "ready": STEPS_READY_CHANNEL, "runs": runs})
+
+
 def notify_after_commit(conn: psycopg.Connection, steps_ready: bool) -> None:
     """Announce committed audit rows (and, with `steps_ready`, claimable steps) in one round trip.
     A lost wake-up costs latency only (every listener also polls), so an outage here is logged,

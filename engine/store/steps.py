@@ -12,7 +12,7 @@ from uuid import UUID
 import psycopg
 
 from engine.store.errors import translated
-from engine.store.notify import notify_after_commit
+from engine.store.notify import notify_after_commit, queue_notify_after_record
 
 _CLAIM = """
 WITH picked AS (
@@ -235,23 +235,60 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
 
 @translated
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
-                          limit: int, lease_seconds: float) -> tuple[RecordSummary, list[ClaimedStep]]:
+                          limit: int, lease_seconds: float,
+                          announce: bool = False) -> tuple[RecordSummary, list[ClaimedStep]]:
     """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
-    made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: two
-    round trips (psycopg syncs before and after COMMIT) instead of six. The runs a batch can touch
-    are its steps' runs (children belong to the same run), so they are locked and finalized without
-    waiting for the record statement's answer. Lock order: steps (the record statement), then runs
-    (`_LOCK_RUNS`), as everywhere else; the claim only skips locks."""
+    made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: one
+    round trip instead of six. The runs a batch can touch are its steps' runs (children belong to
+    the same run), so they are locked and finalized without waiting for the record's answer. Lock
+    order: steps (the record statement), then runs (`_LOCK_RUNS`), as everywhere else; the claim
+    only skips locks. With `announce`, the NOTIFY after the commit rides in the same round trip
+    (`queue_notify_after_record`)."""
     if any(r.run_id is None for r in results):
         raise ValueError("step_record_and_claim needs the run id of every result")
     params = _record_params(worker, results)
     runs = sorted({r.run_id for r in results}, key=str)
-    with conn.pipeline(), conn.transaction():
-        recorded = conn.execute(_RECORD, params)
-        conn.execute(_LOCK_RUNS, {"runs": runs})
-        conn.execute(_FINALIZE_RUNS, {"runs": runs})
-        claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                      "lease": lease_seconds}) if limit > 0 else None
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Inside a caller's transaction (tests compose writes): a savepoint, no wake-up of its own.
+        with conn.pipeline(), conn.transaction():
+            recorded, claim = _record_statements(conn, worker, worker_id, params, runs, limit, lease_seconds)
+        return _record_outcome(recorded, claim)
+    # One round trip: BEGIN … COMMIT and the wake-up behind it go out together and are answered at
+    # one Sync (psycopg's transaction block would sync before and after its COMMIT). After an
+    # error, Postgres skips everything up to the Sync, COMMIT included: the transaction is left
+    # failed and is rolled back here; an error after the COMMIT (the wake-up) leaves it committed.
+    recorded: psycopg.Cursor | None = None
+    claim: psycopg.Cursor | None = None
+    try:
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            recorded, claim = _record_statements(conn, worker, worker_id, params, runs, limit, lease_seconds)
+            conn.execute("COMMIT")
+            if announce:
+                queue_notify_after_record(conn, runs)
+            pipeline.sync()
+    except psycopg.Error:
+        status = conn.info.transaction_status
+        if status != psycopg.pq.TransactionStatus.IDLE or recorded is None or recorded.pgresult is None:
+            if status in (psycopg.pq.TransactionStatus.INERROR, psycopg.pq.TransactionStatus.INTRANS):
+                conn.rollback()
+            raise
+        # Only the wake-up failed: the outcomes are committed; a lost wake-up costs latency.
+    return _record_outcome(recorded, claim)
+
+
+def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, params: dict, runs: list,
+                       limit: int, lease_seconds: float) -> tuple[psycopg.Cursor, psycopg.Cursor | None]:
+    """Queue the record, the runs' lock and finalization, and the claim (pipeline mode)."""
+    recorded = conn.execute(_RECORD, params)
+    conn.execute(_LOCK_RUNS, {"runs": runs})
+    conn.execute(_FINALIZE_RUNS, {"runs": runs})
+    claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
+                                  "lease": lease_seconds}) if limit > 0 else None
+    return recorded, claim
+
+
+def _record_outcome(recorded: psycopg.Cursor, claim: psycopg.Cursor | None) -> tuple[RecordSummary, list[ClaimedStep]]:
     summary = recorded.fetchone()
     claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
     return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
