@@ -29,6 +29,7 @@ MAX_ACTIVE_RUNS_DEFAULT = 200
 MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT = 20
 RETENTION_HOURS_DEFAULT = 24.0
 RESTART_GRACE_SECONDS_DEFAULT = 15.0
+MAX_MAP_ITEMS_DEFAULT = 100
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class Settings:
         "env": "MAX_EDGES_PER_RUN", "help": "Largest run accepted, in dependency edges."})
     max_input_bytes: int = field(default=MAX_INPUT_BYTES_DEFAULT, metadata={
         "env": "MAX_INPUT_BYTES", "help": "Largest total size of the steps' inputs of one run (JSON bytes)."})
+    max_map_items: int = field(default=MAX_MAP_ITEMS_DEFAULT, metadata={
+        "env": "MAX_MAP_ITEMS", "help": "Most children one map step may expand into; also the default "
+        "and the upper bound of a step's `maxItems`."})
     max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
         "0 disables the cap."})

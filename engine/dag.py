@@ -14,11 +14,19 @@ from typing import Any
 
 from engine.config import Settings
 from engine.errors import InvalidRun, TooLarge
+from engine.primitives import (
+    PRIMITIVE_RUN_KEYS,
+    PRIMITIVE_STEP_KEYS,
+    WAIT_KIND,
+    StepPrimitives,
+    parse_deadline,
+    parse_step_primitives,
+)
 
-STEP_KINDS = ("tool_call", "llm_call")
+STEP_KINDS = ("tool_call", "llm_call", WAIT_KIND)
 STEP_NAME = re.compile(r"^(?P<kind>[a-z_]+)\.(?P<label>[A-Za-z0-9_-]{1,64})$")
-STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff"}
-RUN_KEYS = {"goal", "steps", "idempotencyKey"}
+STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff"} | PRIMITIVE_STEP_KEYS
+RUN_KEYS = {"goal", "steps", "idempotencyKey"} | PRIMITIVE_RUN_KEYS
 MAX_GOAL_CHARS = 500
 MAX_KEY_CHARS = 200
 MAX_ATTEMPTS_LIMIT = 100
@@ -36,6 +44,7 @@ class StepSpec:
     timeout_seconds: float
     backoff_base: float
     backoff_max: float
+    primitives: StepPrimitives = field(default_factory=StepPrimitives)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class RunSpec:
     steps: tuple[StepSpec, ...]
     idempotency_key: str | None = None
     request_hash: str = field(default="")
+    deadline_seconds: float | None = None
 
 
 def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpec:
@@ -68,8 +78,11 @@ def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpe
     input_bytes = sum(len(_canonical(s.input)) for s in steps)
     if input_bytes > settings.max_input_bytes:
         raise TooLarge(f"the steps' inputs total {input_bytes} bytes, more than the limit of {settings.max_input_bytes}")
-    request_hash = hashlib.sha256(_canonical({"goal": goal, "steps": raw_steps}).encode()).hexdigest()
-    return RunSpec(goal=goal.strip(), steps=steps, idempotency_key=key, request_hash=request_hash)
+    deadline = parse_deadline(body)
+    hashed = {"goal": goal, "steps": raw_steps, **({"deadlineSeconds": deadline} if deadline else {})}
+    request_hash = hashlib.sha256(_canonical(hashed).encode()).hexdigest()
+    return RunSpec(goal=goal.strip(), steps=steps, idempotency_key=key, request_hash=request_hash,
+                   deadline_seconds=deadline)
 
 
 def _canonical(value: object) -> str:
@@ -110,6 +123,9 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
         raise InvalidRun(f"{where}: dependsOn must be a list of step names")
     if len(set(depends_on)) != len(depends_on):
         raise InvalidRun(f"{where}: dependsOn lists a step twice")
+    primitives = parse_step_primitives(raw, where, kind, step_input, settings.max_map_items)
+    if primitives.map_source and primitives.map_source not in depends_on:
+        depends_on = [*depends_on, primitives.map_source]  # a map step waits for its source
     max_attempts = _number(raw, "maxAttempts", where, settings.default_max_attempts, 1, MAX_ATTEMPTS_LIMIT, True)
     timeout = _number(raw, "timeoutSeconds", where, settings.step_timeout_seconds, 0.001, MAX_TIMEOUT_SECONDS)
     backoff = raw.get("backoff", {})
@@ -118,7 +134,8 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
     _reject_unknown_keys(backoff, {"baseSeconds", "maxSeconds"}, f"{where} backoff")
     base = _number(backoff, "baseSeconds", where, settings.retry_base_seconds, 0, 3600)
     cap = _number(backoff, "maxSeconds", where, max(settings.retry_max_seconds, base), base, 86400)
-    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap)
+    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap,
+                    primitives)
 
 
 def _number(obj: dict, key: str, where: str, default: float, low: float, high: float,

@@ -27,6 +27,7 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     DEAD_LETTER = "dead_letter"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # a wait step waiting for its signal: holds no slot, thread or connection
 
     @property
     def terminal(self) -> bool:

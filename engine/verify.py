@@ -5,7 +5,10 @@ problems as sentences; an empty list means every invariant holds:
 - replaying the events reproduces each step's final status and attempt, and the run's status;
 - no step has more than one recorded success, and attempts only grow;
 - no step started before all of its parents had succeeded;
-- a terminal run is consistent with its steps.
+- a terminal run is consistent with its steps (a run failed by its deadline may have no dead letter).
+
+Agent primitives replay too: `step_waiting`, a wait's `step_signalled`/`step_timed_out` (their
+`detail.status` is the outcome), a re-run's `step_reused`.
 """
 from __future__ import annotations
 
@@ -20,7 +23,12 @@ STEP_TRANSITIONS = {
     "step_ready": "ready", "step_started": "running", "step_succeeded": "succeeded",
     "step_retry_scheduled": "ready", "step_dead_lettered": "dead_letter", "step_reclaimed": "ready",
     "step_cancelled": "cancelled", "step_redriven": "ready",
+    # agent primitives (migration 0006)
+    "step_waiting": "waiting", "step_reused": "succeeded",
 }
+# Transitions whose outcome the event's detail names (`detail.status`): a signal accepts or rejects
+# a wait, a timeout fails it or lets it continue.
+STEP_OUTCOME_EVENTS = {"step_signalled", "step_timed_out"}
 RUN_TRANSITIONS = {"run_created": "running", "run_completed": "completed", "run_failed": "failed",
                    "run_cancelled": "cancelled"}
 
@@ -43,15 +51,19 @@ def replay(events: list[dict[str, Any]], parents: dict[int, list[int]]) -> Repla
             state.run_status = RUN_TRANSITIONS[kind]
         if kind == "step_redriven" and (event.get("detail") or {}).get("runReopened"):
             state.run_status = "running"
-        if step_id is None or kind not in STEP_TRANSITIONS:
+        if kind in STEP_OUTCOME_EVENTS:
+            new_status = (event.get("detail") or {}).get("status")
+        else:
+            new_status = STEP_TRANSITIONS.get(kind)
+        if step_id is None or new_status is None:
             continue
         if kind == "step_started":
             _check_start(state, event, parents.get(step_id, []))
-        if kind == "step_succeeded":
+        if new_status == "succeeded":
             state.successes[step_id] = state.successes.get(step_id, 0) + 1
             if state.successes[step_id] > 1:
                 state.problems.append(f"step {event['step']} ({step_id}) has {state.successes[step_id]} recorded successes")
-        state.status[step_id] = STEP_TRANSITIONS[kind]
+        state.status[step_id] = new_status
     return state
 
 
@@ -84,19 +96,20 @@ def check_run(run: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
             problems.append(f"step {step['name']} ({step['id']}) succeeded without an output")
     if state.run_status != run["status"]:
         problems.append(f"run is {run['status']} but its events replay to {state.run_status}")
-    problems.extend(_run_consistency(run))
+    deadline = any(e["type"] == "run_deadline_exceeded" for e in events)
+    problems.extend(_run_consistency(run, deadline))
     return problems
 
 
-def _run_consistency(run: dict[str, Any]) -> list[str]:
+def _run_consistency(run: dict[str, Any], deadline_exceeded: bool = False) -> list[str]:
     statuses = [s["status"] for s in run["steps"]]
-    active = sum(s in ("ready", "running") for s in statuses)
+    active = sum(s in ("ready", "running", "waiting") for s in statuses)
     dead = statuses.count("dead_letter")
     all_ok = all(s == "succeeded" for s in statuses)
     status = run["status"]
     if status == "completed" and not all_ok:
         return [f"run is completed but its steps are {sorted(set(statuses))}"]
-    if status == "failed" and (dead == 0 or active):
+    if status == "failed" and ((dead == 0 and not deadline_exceeded) or active):
         return [f"run is failed with {dead} dead-lettered and {active} ready/running step(s)"]
     if status == "cancelled" and active:
         return [f"run is cancelled but {active} step(s) are still ready/running"]

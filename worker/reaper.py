@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from engine import store
 from engine.store import unavailable_errors
 from engine.store.maintenance import PRUNE_BATCH, runs_prune
+from engine.store.timers import expire_timers
 from worker.connections import ReconnectingConnection, StopRequested
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Reaper:
             reclaimed += store.reclaim_dead_workers(conn, self.worker.name, self.settings.restart_grace_seconds)
             if now >= self.next_lease_sweep:
                 reclaimed += store.reclaim_expired_leases(conn, self.worker.name)
+                expire_timers(conn, self.worker.name)
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)
             if now >= self.next_prune:
                 pruned = runs_prune(conn, self.settings.retention_hours)

@@ -11,6 +11,7 @@ import psycopg
 from engine.dag import RunSpec
 from engine.errors import Conflict, NotFound, RateLimited
 from engine.store.events import notify_events, notify_steps_ready
+from engine.store.primitives import primitives_apply
 
 _INSERT_RUN = """
 INSERT INTO runs (goal, idempotency_key, request_hash, client, step_count)
@@ -73,6 +74,7 @@ def run_submit(conn: psycopg.Connection, spec: RunSpec, client: str | None = Non
             "deps": [len(s.depends_on) for s in spec.steps],
             "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
         })
+        primitives_apply(conn, run_id, spec)
         notify_events(conn)
         notify_steps_ready(conn)
     return run_id, True
@@ -174,7 +176,7 @@ def run_cancel(conn: psycopg.Connection, run_id: UUID | str, by: str | None = No
             WITH cancelled AS (
                 UPDATE steps SET status = 'cancelled', finished_at = now(),
                        lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
-                WHERE run_id = %(run)s AND status IN ('pending', 'ready', 'running')
+                WHERE run_id = %(run)s AND status IN ('pending', 'ready', 'running', 'waiting')
                   AND EXISTS (SELECT 1 FROM runs WHERE id = %(run)s AND status = 'running')
                 RETURNING id, attempt
             )

@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 
 from engine.store.events import notify_events, notify_steps_ready
+from engine.store.maps import EXPAND_MAPS, ready_count
 
 _CLAIM = """
 WITH picked AS (
@@ -42,10 +43,24 @@ FROM claimed c
 # was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
 # longer matches are audited as discarded.
 _RECORD = """
-WITH input AS (
+WITH raw AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::bool[], %(outputs)s::jsonb[],
                          %(errors)s::text[], %(delays)s::float8[], %(dead)s::bool[])
         AS t(id, attempt, ok, output, error, delay, dead)
+), input AS (
+    -- A success that feeds a map step must carry a list `items` within the map's maxItems, or it is
+    -- dead-lettered here, before any child exists (an index probe that finds nothing for most steps).
+    SELECT r.id, r.attempt, r.ok AND m.error IS NULL AS ok, r.output, coalesce(m.error, r.error) AS error,
+           r.delay, r.dead OR m.error IS NOT NULL AS dead
+    FROM raw r LEFT JOIN LATERAL (
+        SELECT e.error FROM steps m, LATERAL (SELECT CASE
+            WHEN jsonb_typeof(r.output -> 'items') IS DISTINCT FROM 'array'
+            THEN format('permanent: map step %%s needs a list in this step''s output field "items"', m.name)
+            WHEN jsonb_array_length(r.output -> 'items') > m.map_max_items
+            THEN format('permanent: output has %%s items, more than maxItems %%s of map step %%s',
+                        jsonb_array_length(r.output -> 'items'), m.map_max_items, m.name) END AS error) e
+        WHERE r.ok AND m.map_source_id = r.id AND e.error IS NOT NULL
+        ORDER BY m.id LIMIT 1) m ON true
 ), done AS (
     UPDATE steps s
     SET status = 'succeeded', output = i.output, finished_at = now(), last_error = NULL,
@@ -65,12 +80,15 @@ WITH input AS (
 ), promoted AS (
     UPDATE steps c
     SET pending_deps = c.pending_deps - x.n,
-        status = CASE WHEN c.pending_deps = x.n THEN 'ready' ELSE c.status END,
-        run_at = now()
+        -- a wait step waits for its signal instead; delaySeconds is a durable timer (run_at)
+        status = CASE WHEN c.pending_deps <> x.n THEN c.status WHEN c.kind = 'wait' THEN 'waiting' ELSE 'ready' END,
+        wait_expires_at = CASE WHEN c.pending_deps = x.n AND c.kind = 'wait'
+                               THEN now() + make_interval(secs => c.wait_timeout_seconds) END,
+        run_at = now() + make_interval(secs => c.delay_seconds)
     FROM (SELECT d.step_id, count(*)::int AS n
           FROM step_deps d JOIN done ON d.depends_on = done.id GROUP BY d.step_id) x
     WHERE c.id = x.step_id AND c.status = 'pending'
-    RETURNING c.id, c.run_id, c.status
+    RETURNING c.id, c.run_id, c.status, c.delay_seconds, c.wait_expires_at
 ), discarded AS (
     SELECT s.run_id, s.id, i.attempt, i.ok, s.status AS current_status, s.attempt AS current_attempt
     FROM input i JOIN steps s ON s.id = i.id
@@ -94,7 +112,12 @@ WITH input AS (
                                   'currentStatus', current_status, 'currentAttempt', current_attempt)
         FROM discarded
         UNION ALL
-        SELECT 2, run_id, id, 'step_ready', NULL, NULL FROM promoted WHERE status = 'ready'
+        SELECT 2, run_id, id, 'step_ready', NULL,
+               CASE WHEN delay_seconds > 0 THEN jsonb_build_object('delaySeconds', delay_seconds) END
+        FROM promoted WHERE status = 'ready'
+        UNION ALL
+        SELECT 2, run_id, id, 'step_waiting', NULL, jsonb_build_object('expiresAt', wait_expires_at)
+        FROM promoted WHERE status = 'waiting'
     ) rows ORDER BY ord, step_id
 )
 SELECT (SELECT count(*) FROM promoted WHERE status = 'ready')
@@ -106,13 +129,13 @@ _LOCK_RUNS = """
 SELECT id FROM runs WHERE id = ANY(%(runs)s) AND status = 'running' ORDER BY id FOR NO KEY UPDATE
 """
 
-# A run completes when every step succeeded; it fails when nothing is ready or running and at
+# A run completes when every step succeeded; it fails when nothing is ready, running or waiting and at
 # least one step is dead-lettered (pending steps behind it can never become ready).
 _FINALIZE_RUNS = """
 WITH agg AS (
     SELECT run_id, count(*) AS total,
            count(*) FILTER (WHERE status = 'succeeded') AS ok,
-           count(*) FILTER (WHERE status IN ('ready', 'running')) AS active,
+           count(*) FILTER (WHERE status IN ('ready', 'running', 'waiting')) AS active,
            count(*) FILTER (WHERE status = 'dead_letter') AS dead
     FROM steps WHERE run_id = ANY(%(runs)s) GROUP BY run_id
 ), finished AS (
@@ -257,13 +280,16 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
     runs = sorted({r.run_id for r in results}, key=str)
     with conn.pipeline(), conn.transaction():
         recorded = conn.execute(_RECORD, params)
+        succeeded = [r.step_id for r in results if r.ok]
+        expanded = conn.execute(EXPAND_MAPS, {"ids": succeeded}) if succeeded else None
         conn.execute(_LOCK_RUNS, {"runs": runs})
         conn.execute(_FINALIZE_RUNS, {"runs": runs})
         claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
                                       "lease": lease_seconds}) if limit > 0 else None
     summary = recorded.fetchone()
+    mapped = ready_count(expanded.fetchall()) if expanded is not None else 0
     claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
-    return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
+    return RecordSummary(summary["discarded"], summary["newly_ready"] + mapped), claimed
 
 
 def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], lease_seconds: float) -> set[int]:
