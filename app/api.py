@@ -46,7 +46,13 @@ def submit() -> tuple[Response, int]:
 def run_status(run_id: UUID) -> Response:
     with db() as conn:
         run = store.run_get(conn, run_id)
-    return jsonify(run_to_api(run))
+        links = store.run_links(conn, run_id)
+    body = run_to_api(run)
+    if links.source_run_id:  # a re-run names the run it came from
+        body["sourceRunId"] = str(links.source_run_id)
+    if links.end_reason:
+        body["endReason"] = links.end_reason
+    return jsonify(body)
 
 
 @bp.get("/api/runs/<uuid:run_id>/events")
