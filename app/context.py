@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 
 from app.dag_svg import dag_picture, display_status
+from app.primitives_view import collapse_map_children, primitives_context
 from app.timeline import timeline_picture
 from engine import store
 from engine.store import Event
@@ -84,7 +85,8 @@ def run_picture_context(conn: psycopg.Connection, run: dict[str, Any], events: l
     for step in steps:
         counts[step["display_status"]] = counts.get(step["display_status"], 0) + 1
     return {"run": {**run, "steps": steps, "counts": counts, "terminal": run["status"] in TERMINAL_RUN},
-            "dag": dag_picture(run["steps"]), "timeline": timeline_picture(run, events, markers, now)}
+            "dag": dag_picture(collapse_map_children(run["steps"])),
+            "timeline": timeline_picture(run, events, markers, now), **primitives_context(conn, run)}
 
 
 def _seconds(step: dict[str, Any], now: datetime) -> float | None:

@@ -63,6 +63,9 @@ EVENT_FAMILIES = {
     "warn": {"step_retry_scheduled", "step_reclaimed", "step_result_discarded", "step_redriven"},
     "muted": {"step_cancelled", "run_cancelled", "worker_stopped"},
 }
+EVENT_FAMILIES["ok"] |= {"step_signalled", "step_reused"}
+EVENT_FAMILIES["bad"] |= {"run_deadline_exceeded"}
+EVENT_FAMILIES["warn"] |= {"step_waiting", "step_timed_out", "step_signal_refused"}
 
 
 def event_family(event_type: str) -> str:
@@ -90,9 +93,28 @@ def event_text(event: Event) -> str:
     if event.type == "step_redriven":
         return "run re-opened" if detail.get("runReopened") else ""
     if event.type == "run_failed":
-        return f"{detail.get('deadLetters', '?')} dead-lettered"
+        return "deadline passed" if detail.get("reason") == "deadline" else f"{detail.get('deadLetters', '?')} dead-lettered"
+    primitive = primitive_event_text(event.type, detail)
+    if primitive is not None:
+        return primitive
     if event.type == "worker_kill_requested":
         return f"pid {detail.get('pid')} via {detail.get('via')}"
     if event.type in ("worker_started", "worker_lost"):
         return f"pid {detail['pid']}" if detail.get("pid") else ""
     return ""
+
+
+def primitive_event_text(kind: str, detail: dict[str, Any]) -> str | None:
+    """The few words of the agent primitives' events; None for any other event."""
+    texts = {
+        "steps_mapped": lambda: f"{detail.get('count', '?')} child step(s) created",
+        "step_waiting": lambda: "waiting for a signal" + (" until " + clock(detail["expiresAt"])
+                                                          if detail.get("expiresAt") else ""),
+        "step_signalled": lambda: f"signal from {detail.get('sender') or 'unknown'}: {detail.get('status', '')}",
+        "step_signal_refused": lambda: f"signal from {detail.get('sender') or 'unknown'} refused: already resolved",
+        "step_timed_out": lambda: f"no signal in time: {detail.get('onTimeout', '')}",
+        "step_reused": lambda: f"output copied from run {str(detail.get('sourceRunId', ''))[:8]}",
+        "run_rerun": lambda: f"re-run of {str(detail.get('sourceRunId', ''))[:8]} from {detail.get('fromStep', '')}",
+        "run_deadline_exceeded": lambda: f"{detail.get('stepsCancelled', 0)} step(s) cancelled",
+    }
+    return texts[kind]() if kind in texts else None

@@ -98,6 +98,22 @@ def _slow(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def _agent_with_approval(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
+    # A planner decides the queries at run time; the map step fetches each; a person approves the
+    # summary on the run page before it is sent (Reject dead-letters the wait: the run fails, unsent).
+    fetch = {**_step("tool_call.fetch", tool="fetch_data", count=3), "map": "tool_call.plan"}
+    return [
+        _step("tool_call.plan", tool="plan", topic=knobs.goal, count=knobs.branches),
+        fetch,
+        _step("tool_call.merge", ["tool_call.fetch"], tool="transform", op="top", n=8),
+        _step("llm_call.summarize", ["tool_call.merge"], prompt=f"Summarize for approval: {knobs.goal}"),
+        {"name": "wait.approve", "dependsOn": ["llm_call.summarize"],
+         "input": {"prompt": "Send this summary to the team?", "timeoutSeconds": 3600, "onTimeout": "fail",
+                   "onReject": "fail"}},
+        _step("tool_call.notify", ["wait.approve", "llm_call.summarize"], tool="notify"),
+    ]
+
+
 WORKFLOWS = {w.key: w for w in (
     Workflow("research", "Research and summarize", "fetch → rank → LLM summary → notify",
              "What makes a job queue durable?", _research),
@@ -109,6 +125,9 @@ WORKFLOWS = {w.key: w for w in (
              "Survive a poison pill", _poison_pill, default_branches=2),
     Workflow("slow", "Slow step", "outlives its lease; heartbeats keep it alive",
              "Crunch a slow dataset", _slow),
+    Workflow("agent_approval", "Agent with approval",
+             "plan → fetch each query (map) → merge → LLM summary → wait for Approve / Reject → notify",
+             "Brief the team on durable agent engines", _agent_with_approval, default_branches=4),
 )}
 
 

@@ -134,8 +134,9 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
     _reject_unknown_keys(backoff, {"baseSeconds", "maxSeconds"}, f"{where} backoff")
     base = _number(backoff, "baseSeconds", where, settings.retry_base_seconds, 0, 3600)
     cap = _number(backoff, "maxSeconds", where, max(settings.retry_max_seconds, base), base, 86400)
-    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap,
-                    primitives)
+    # Floats, not a mix of int and float: the store sends each field of all steps as one array.
+    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), float(timeout),
+                    float(base), float(cap), primitives)
 
 
 def _number(obj: dict, key: str, where: str, default: float, low: float, high: float,

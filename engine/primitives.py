@@ -46,7 +46,7 @@ def _bounded(value: object, where: str, key: str, low: float, high: float, integ
 def parse_step_primitives(raw: dict[str, Any], where: str, kind: str, step_input: dict[str, Any],
                           max_map_items: int) -> StepPrimitives:
     """The primitive fields of one step, checked."""
-    delay = _bounded(raw.get("delaySeconds", 0), where, "delaySeconds", 0, MAX_DELAY_SECONDS)
+    delay = float(_bounded(raw.get("delaySeconds", 0), where, "delaySeconds", 0, MAX_DELAY_SECONDS))
     source = raw.get("map")
     max_items = None
     if source is not None:
@@ -64,7 +64,7 @@ def parse_step_primitives(raw: dict[str, Any], where: str, kind: str, step_input
         raise InvalidRun(f"{where}: input.prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
     timeout = step_input.get("timeoutSeconds")
     if timeout is not None:
-        timeout = _bounded(timeout, where, "input.timeoutSeconds", 0.001, MAX_WAIT_SECONDS)
+        timeout = float(_bounded(timeout, where, "input.timeoutSeconds", 0.001, MAX_WAIT_SECONDS))
     on_timeout = step_input.get("onTimeout", "fail")
     if on_timeout not in ON_TIMEOUT:
         raise InvalidRun(f"{where}: input.onTimeout must be one of {', '.join(ON_TIMEOUT)}")

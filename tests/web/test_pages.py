@@ -138,7 +138,7 @@ def test_the_preview_fills_the_advanced_box_with_the_selected_workflow(client):
 def test_every_workflow_is_a_valid_run(key, settings):
     body = build_run(key, Knobs("goal", None, 3), settings)
     spec = parse_run(body, settings, tool_names())
-    assert spec.steps and all(s.name.split(".")[0] in ("tool_call", "llm_call") for s in spec.steps)
+    assert spec.steps and all(s.name.split(".")[0] in ("tool_call", "llm_call", "wait") for s in spec.steps)
 
 
 def test_workflow_knobs_shape_the_run(settings):
