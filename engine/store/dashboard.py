@@ -10,11 +10,11 @@ import psycopg
 
 from engine.store.events import _SELECT_EVENTS, Event, _to_event
 
-STEP_STATUSES = ("pending", "ready", "running", "succeeded", "dead_letter", "cancelled")
+STEP_STATUSES = ("pending", "ready", "running", "succeeded", "dead_letter", "cancelled", "waiting")
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
 
 # One round trip for the dashboard and for every scrape. "retrying" are ready steps that wait out a
-# backoff (run_at in the future); "ready" are claimable now.
+# backoff or a delaySeconds timer (run_at in the future); "ready" are claimable now.
 _QUEUE = """
 SELECT
   (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM

@@ -205,14 +205,17 @@ def step_redrive(conn: psycopg.Connection, step_id: int, by: str | None = None) 
             UPDATE steps s SET status = 'ready', attempt_limit = s.attempt + s.max_attempts, run_at = now(),
                    finished_at = NULL
             FROM runs r
-            WHERE s.id = %s AND s.status = 'dead_letter' AND r.id = s.run_id AND r.status IN ('running', 'failed')
+            WHERE s.id = %s AND s.status = 'dead_letter' AND s.kind <> 'wait' AND r.id = s.run_id
+              AND r.status IN ('running', 'failed')
             RETURNING s.id, s.run_id, s.attempt, s.attempt_limit, r.status AS run_status
             """, (step_id,)).fetchone()
         if row is None:
-            current = conn.execute("SELECT s.status, r.status AS run_status FROM steps s JOIN runs r ON r.id = s.run_id "
-                                   "WHERE s.id = %s", (step_id,)).fetchone()
+            current = conn.execute("SELECT s.status, s.kind, r.status AS run_status FROM steps s "
+                                   "JOIN runs r ON r.id = s.run_id WHERE s.id = %s", (step_id,)).fetchone()
             if current is None:
                 raise NotFound(f"no step {step_id}")
+            if current["kind"] == "wait":  # no worker can resolve a wait; a re-run asks again
+                raise Conflict(f"step {step_id} is a wait that was rejected or timed out; re-run from it to ask again")
             if current["status"] != "dead_letter":
                 raise Conflict(f"step {step_id} is {current['status']}, only a dead-lettered step can be redriven")
             raise Conflict(f"step {step_id} belongs to a {current['run_status']} run")

@@ -104,6 +104,8 @@ def test_rejection_dead_letters_the_wait_and_fails_the_run(conn, settings, spawn
     wait_step = step_of(conn, run_id, "wait.approve")
     assert wait_step["error"] == "rejected by reviewer: too vague"
     assert step_of(conn, run_id, "tool_call.send")["status"] == "pending"  # never sent
+    with pytest.raises(Conflict, match="re-run from it"):
+        store.step_redrive(conn, wait_step["id"])
     assert verify_run(conn, str(run_id)) == []
 
 
