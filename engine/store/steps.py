@@ -35,7 +35,8 @@ WITH picked AS (
 )
 SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
                       FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents
+                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents,
+       EXISTS (SELECT 1 FROM steps m WHERE m.map_source_id = c.id) AS feeds_map
 FROM claimed c
 """
 
@@ -190,6 +191,7 @@ class ClaimedStep:
     backoff_base: float
     backoff_max: float
     parents: dict[str, Any]
+    feeds_map: bool = False  # a map step fans out over this step's output (engine/store/maps.py)
 
     @property
     def idempotency_key(self) -> str:
@@ -209,6 +211,7 @@ class StepResult:
     delay_seconds: float = 0.0
     dead_letter: bool = False
     run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
+    feeds_map: bool = False  # from ClaimedStep: its success must expand a map step
 
 
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
@@ -280,8 +283,9 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
     runs = sorted({r.run_id for r in results}, key=str)
     with conn.pipeline(), conn.transaction():
         recorded = conn.execute(_RECORD, params)
-        succeeded = [r.step_id for r in results if r.ok]
-        expanded = conn.execute(EXPAND_MAPS, {"ids": succeeded}) if succeeded else None
+        # Only a batch with a map source pays for the expansion statement (~0.1 ms of server time).
+        sources = [r.step_id for r in results if r.ok and r.feeds_map]
+        expanded = conn.execute(EXPAND_MAPS, {"ids": sources}) if sources else None
         conn.execute(_LOCK_RUNS, {"runs": runs})
         conn.execute(_FINALIZE_RUNS, {"runs": runs})
         claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,

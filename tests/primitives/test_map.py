@@ -92,3 +92,11 @@ def test_empty_list_succeeds_at_once_with_no_children(conn, settings, spawn):
     assert {s["name"]: s["output"] for s in run["steps"]}["tool_call.each"] == {"items": [], "count": 0}
     assert len(run["steps"]) == 3
     assert verify_run(conn, str(run_id)) == []
+
+
+def test_a_claimed_map_source_is_flagged_so_its_success_expands_the_map(conn, settings):
+    body = make_run(step("tool_call.plan", tool="plan"), step("tool_call.other", tool="plan"),
+                    map_step("tool_call.each", "tool_call.plan", tool="fetch_data"))
+    submit_run(conn, body, settings)
+    claimed = {s.name: s.feeds_map for s in store.step_claim(conn, "test", 0, 5, 30)}
+    assert claimed == {"tool_call.plan": True, "tool_call.other": False}
