@@ -8,13 +8,14 @@ from typing import Any
 
 from flask import Flask
 
+from engine.primitives import public_sender
 from engine.store import Event
 
 JSON_PREVIEW_CHARS = 1500
 
 
 def install(app: Flask) -> None:
-    app.jinja_env.filters.update(short_id=short_id, clock=clock, ago=ago, duration=duration,
+    app.jinja_env.filters.update(public_sender=public_sender, short_id=short_id, clock=clock, ago=ago, duration=duration,
                                  pretty_json=pretty_json, event_text=event_text, step_label=step_label,
                                  event_family=event_family)
 

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -86,3 +87,18 @@ def collect_map_outputs(map_step_name: str, parents: dict[str, Any]) -> dict[str
     child = re.compile(re.escape(map_step_name) + r"\[(\d+)\]")
     indexed = sorted((int(m.group(1)), output) for name, output in parents.items() if (m := child.fullmatch(name)))
     return {MAP_ITEMS_FIELD: [output for _, output in indexed], "count": len(indexed)}
+
+
+def public_sender(sender: str | None) -> str | None:
+    """A signal's sender as shown publicly (events API, run page): an IP address loses its host
+    part (203.0.113.7 → 203.0.113.x), so a public demo does not publish visitors' addresses. The
+    full address is kept in the `signals` table, the audit of who sent what."""
+    if not sender:
+        return sender
+    try:
+        address = ipaddress.ip_address(sender)
+    except ValueError:
+        return sender  # not an address, e.g. "cli:alice"
+    if address.version == 4:
+        return sender.rsplit(".", 1)[0] + ".x"
+    return str(ipaddress.ip_network(f"{address}/48", strict=False).network_address).rstrip(":") + "::x"

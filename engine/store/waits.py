@@ -3,7 +3,8 @@ or connection) until a signal resolves it, or until its timeout passes by the da
 
 A signal is one fenced UPDATE (`WHERE status = 'waiting'`): of any number of concurrent signals
 exactly one matches, the others are refused (409). Every signal, accepted or not, is kept in
-`signals` with its sender and time, and announced in the audit log.
+`signals` with its sender and time, and announced in the audit log (which the public events API
+serves, so there the sender's address is masked: `engine.primitives.public_sender`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from uuid import UUID
 import psycopg
 
 from engine.errors import Conflict, NotFound
+from engine.primitives import public_sender
 from engine.store.maps import announce
 from engine.store.primitives import steps_promote_after_success
 from engine.store.runs import as_run_id
@@ -30,7 +32,7 @@ WITH resolved AS (
                       THEN 'dead_letter' ELSE 'succeeded' END,
         output = %(payload)s::jsonb, finished_at = now(), wait_expires_at = NULL,
         last_error = CASE WHEN s.wait_on_reject = 'fail' AND %(payload)s::jsonb -> 'approved' = 'false'::jsonb
-                          THEN left(format('rejected by %%s%%s', coalesce(%(sender)s, 'unknown'),
+                          THEN left(format('rejected by %%s%%s', coalesce(%(public_sender)s, 'unknown'),
                                            ': ' || (%(payload)s::jsonb ->> 'comment')), 2000) END
     WHERE s.run_id = %(run)s AND s.name = %(name)s AND s.status = 'waiting'
     RETURNING s.id, s.status
@@ -43,9 +45,9 @@ WITH resolved AS (
     RETURNING id, accepted, created_at
 )
 INSERT INTO audit_log (run_id, step_id, worker, event, detail)
-SELECT %(run)s, (SELECT id FROM target), %(sender)s,
+SELECT %(run)s, (SELECT id FROM target), %(public_sender)s,
        CASE WHEN logged.accepted THEN 'step_signalled' ELSE 'step_signal_refused' END,
-       jsonb_build_object('signalId', logged.id, 'sender', %(sender)s::text, 'status', (SELECT status FROM resolved))
+       jsonb_build_object('signalId', logged.id, 'sender', %(public_sender)s::text, 'status', (SELECT status FROM resolved))
 FROM logged
 RETURNING step_id, event, detail
 """
@@ -93,7 +95,7 @@ def step_signal(conn: psycopg.Connection, run_id: UUID | str, step_name: str, pa
         if step["kind"] != "wait":
             raise Conflict(f"step {step_name} is not a wait step; only wait.<label> steps take signals")
         row = conn.execute(_RESOLVE, {"run": run_id, "name": step_name, "payload": json.dumps(payload),
-                                      "sender": sender}).fetchone()
+                                      "sender": sender, "public_sender": public_sender(sender)}).fetchone()
         accepted = row["event"] == "step_signalled"
         if accepted:
             if row["detail"]["status"] == "succeeded":

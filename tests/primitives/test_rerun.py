@@ -2,6 +2,9 @@
 `fromStep` and everything downstream run afresh with the overridden input, the source is unchanged."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from engine import store
@@ -10,7 +13,7 @@ from engine.rerun import rerun_run
 from engine.submit import submit_run
 from engine.verify import verify_all
 from tests.chaos.support import run_events
-from tests.helpers import make_run, step, wait_for
+from tests.helpers import ROOT, make_run, step, wait_for
 
 
 @pytest.fixture
@@ -101,4 +104,20 @@ def test_rerun_of_a_failed_run_runs_the_failed_step_again(conn, settings, tools,
     new_id = rerun_run(conn, source_id, "tool_call.second", {"broken": False}, settings)
     assert finished(conn, new_id)["status"] == "completed"
     assert tools.calls["tool_call.first"] == 1 and tools.calls["tool_call.second"] == 2
+    assert verify_all(conn) == {}
+
+
+def test_cli_rerun_prints_the_new_run_id(conn, settings, db_url, spawn):
+    source_id, _ = submit_run(conn, make_run(step("tool_call.a", tool="fetch_data"),
+                                             step("tool_call.b", ["tool_call.a"], tool="transform")), settings)
+    spawn("w1")
+    finished(conn, source_id)
+    command = [sys.executable, "-m", "engine", "rerun", str(source_id), "--from", "tool_call.b",
+               "--input", '{"op": "stats"}']
+    done = subprocess.run(command, cwd=ROOT, env={"DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    new_id = done.stdout.strip()
+    assert finished(conn, new_id)["status"] == "completed"
+    assert store.run_links(conn, new_id).source_run_id == source_id
     assert verify_all(conn) == {}

@@ -8,7 +8,7 @@ from app.primitives_view import collapse_map_children
 from engine.config import Settings
 from engine.dag import parse_run
 from engine.errors import InvalidRun
-from engine.primitives import collect_map_outputs
+from engine.primitives import collect_map_outputs, public_sender
 
 TOOLS = {"fetch_data", "plan", "transform"}
 SETTINGS = Settings(max_map_items=10)
@@ -77,3 +77,10 @@ def test_map_children_collapse_into_one_node_between_source_and_map_step():
     assert set(collapsed) == {"tool_call.plan", "tool_call.each", "tool_call.each ×3", "tool_call.after"}
     assert collapsed["tool_call.each"]["dependsOn"] == ["tool_call.plan", "tool_call.each ×3"]
     assert collapsed["tool_call.each ×3"]["status"] == "running"
+
+
+def test_public_sender_masks_the_host_part_of_an_address_only():
+    assert public_sender("203.0.113.7") == "203.0.113.x"
+    assert public_sender("2001:db8:1:2::5") == "2001:db8:1::x"
+    assert public_sender("cli:alice") == "cli:alice"
+    assert public_sender(None) is None
