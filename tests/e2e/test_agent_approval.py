@@ -25,8 +25,9 @@ def start_and_reach_the_wait(page: Page, stack) -> str:
     return run_id
 
 
-def test_a_visitor_approves_and_the_run_completes(page: Page, stack):
+def test_a_visitor_approves_and_the_run_completes(page: Page, stack, screenshots):
     run_id = start_and_reach_the_wait(page, stack)
+    page.screenshot(path=str(screenshots / "agent-approval-waiting.png"), full_page=True)
     page.fill(f"{WAIT} input[name=comment]", "looks right")
     page.click(f"{WAIT} .approve-button")
     expect(page.locator("#run-header")).to_have_attribute("data-status", "completed", timeout=30_000)
