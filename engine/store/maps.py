@@ -34,7 +34,7 @@ WITH src AS (
            now() + make_interval(secs => src.delay_seconds), src.delay_seconds, src.map_id, (e.ord - 1)::int
     FROM src, jsonb_array_elements(src.items) WITH ORDINALITY AS e(item, ord)
     ORDER BY src.map_id, e.ord
-    RETURNING id, run_id, map_parent_id
+    RETURNING id, run_id, map_parent_id, delay_seconds
 ), edges AS (
     INSERT INTO step_deps (step_id, depends_on)
     SELECT c.id, src.source_id FROM children c JOIN src ON src.map_id = c.map_parent_id
@@ -58,7 +58,8 @@ INSERT INTO audit_log (run_id, step_id, event, detail)
 SELECT run_id, id, event, detail FROM (
     SELECT 1 AS ord, run_id, id, 'steps_mapped' AS event, jsonb_build_object('count', n) AS detail FROM marked
     UNION ALL
-    SELECT 2, run_id, id, 'step_ready', NULL FROM children
+    SELECT 2, run_id, id, 'step_ready',
+           CASE WHEN delay_seconds > 0 THEN jsonb_build_object('delaySeconds', delay_seconds) END FROM children
     UNION ALL
     SELECT 3, run_id, id, 'step_ready', NULL FROM marked WHERE status = 'ready'
 ) rows ORDER BY ord, id

@@ -85,11 +85,13 @@ WITH raw AS (
         status = CASE WHEN c.pending_deps <> x.n THEN c.status WHEN c.kind = 'wait' THEN 'waiting' ELSE 'ready' END,
         wait_expires_at = CASE WHEN c.pending_deps = x.n AND c.kind = 'wait'
                                THEN now() + make_interval(secs => c.wait_timeout_seconds) END,
-        run_at = now() + make_interval(secs => c.delay_seconds)
+        -- a map step's delay is its children's: the collector itself is not delayed
+        run_at = now() + make_interval(secs => CASE WHEN c.kind = 'map' THEN 0 ELSE c.delay_seconds END)
     FROM (SELECT d.step_id, count(*)::int AS n
           FROM step_deps d JOIN done ON d.depends_on = done.id GROUP BY d.step_id) x
     WHERE c.id = x.step_id AND c.status = 'pending'
-    RETURNING c.id, c.run_id, c.status, c.delay_seconds, c.wait_expires_at
+    RETURNING c.id, c.run_id, c.status, CASE WHEN c.kind = 'map' THEN 0 ELSE c.delay_seconds END AS delay_seconds,
+              c.wait_expires_at
 ), discarded AS (
     SELECT s.run_id, s.id, i.attempt, i.ok, s.status AS current_status, s.attempt AS current_attempt
     FROM input i JOIN steps s ON s.id = i.id

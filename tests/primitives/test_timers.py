@@ -50,3 +50,17 @@ def test_delayed_child_is_scheduled_when_its_parent_succeeds(conn, settings, spa
     assert ready.detail == {"delaySeconds": 1.5}
     assert started.ts >= ready.ts + timedelta(seconds=1.5)
     assert verify_all(conn) == {}
+
+
+def test_a_map_steps_delay_applies_to_each_child_not_to_the_collection(conn, settings, spawn):
+    fetch = dict(step("tool_call.fetch", tool="fetch_data", count=1), map="tool_call.plan", delaySeconds=1.0)
+    run_id, _ = submit_run(conn, make_run(step("tool_call.plan", tool="plan", count=2), fetch), settings)
+    spawn("w1")
+    wait_for(lambda: store.run_get(conn, run_id)["status"] == "completed", 30, "the run to complete")
+    ready = {e.step: e for e in run_events(conn, run_id, "step_ready")}
+    started = {e.step: e for e in run_events(conn, run_id, "step_started")}
+    for child in ("tool_call.fetch[0]", "tool_call.fetch[1]"):
+        assert started[child].ts >= ready[child].ts + timedelta(seconds=1.0)
+        assert ready[child].detail == {"delaySeconds": 1.0}
+    assert ready["tool_call.fetch"].detail is None  # the collection is not delayed again
+    assert verify_all(conn) == {}
