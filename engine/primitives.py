@@ -55,6 +55,8 @@ def parse_step_primitives(raw: dict[str, Any], where: str, kind: str, step_input
             raise InvalidRun(f"{where}: a wait step cannot be a map step")
         if not isinstance(source, str) or not source:
             raise InvalidRun(f"{where}: map must name the step whose output `items` it fans out over")
+        if source.startswith(WAIT_KIND + "."):  # a signal's payload is not checked like a handler's output
+            raise InvalidRun(f"{where}: a map step cannot fan out over a wait step; map over a step after it")
         max_items = int(_bounded(raw.get("maxItems", max_map_items), where, "maxItems", 1, max_map_items, True))
     elif "maxItems" in raw:
         raise InvalidRun(f"{where}: maxItems needs map")

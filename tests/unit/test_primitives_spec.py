@@ -33,6 +33,7 @@ def test_a_map_step_depends_on_its_source_and_defaults_max_items_to_the_cap():
     ({"name": "tool_call.each", "input": {"tool": "fetch_data"}, "maxItems": 3}, "maxItems needs map"),
     ({"name": "tool_call.each", "input": {"tool": "fetch_data"}, "map": "tool_call.nope"}, "unknown step"),
     ({"name": "wait.ok", "map": "tool_call.plan"}, "cannot be a map step"),
+    ({"name": "tool_call.each", "input": {"tool": "fetch_data"}, "map": "wait.ok"}, "cannot fan out over a wait"),
     ({"name": "wait.ok", "input": {"onTimeout": "explode"}}, "onTimeout must be one of"),
     ({"name": "wait.ok", "input": {"timeoutSeconds": -1}}, "timeoutSeconds must be between"),
     ({"name": "wait.ok", "input": {"onReject": "maybe"}}, "onReject must be one of"),
