@@ -15,9 +15,10 @@ from app.security import client_id, json_api, rate_limit
 from app.state import db, state
 from engine import store
 from engine.errors import InvalidRun
+from engine.model import RunStatus, StepStatus
 from engine.store.dashboard import database_ping
-from engine.store.runs import run_to_api
 from engine.submit import submit_run
+from engine.wire import event_to_api, run_to_api, worker_to_api
 
 bp = Blueprint("api", __name__)
 
@@ -46,13 +47,7 @@ def submit() -> tuple[Response, int]:
 def run_status(run_id: UUID) -> Response:
     with db() as conn:
         run = store.run_get(conn, run_id)
-        links = store.run_links(conn, run_id)
-    body = run_to_api(run)
-    if links.source_run_id:  # a re-run names the run it came from
-        body["sourceRunId"] = str(links.source_run_id)
-    if links.end_reason:
-        body["endReason"] = links.end_reason
-    return jsonify(body)
+    return jsonify(run_to_api(run))
 
 
 @bp.get("/api/runs/<uuid:run_id>/events")
@@ -63,7 +58,7 @@ def run_events(run_id: UUID) -> Response:
     with db() as conn:
         store.run_get(conn, run_id)  # 404 for an unknown run
         events = store.events_after(conn, run_id, int(after), limit=EVENTS_PAGE)
-    return jsonify([e.to_api() for e in events])
+    return jsonify([event_to_api(e) for e in events])
 
 
 @bp.post("/api/runs/<uuid:run_id>/cancel")
@@ -72,7 +67,7 @@ def cancel(run_id: UUID) -> Response:
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
         cancelled = store.run_cancel(conn, run_id)
-    return jsonify({"runId": str(run_id), "status": "cancelled", "stepsCancelled": cancelled})
+    return jsonify({"runId": str(run_id), "status": RunStatus.CANCELLED.value, "stepsCancelled": cancelled})
 
 
 @bp.post("/api/steps/<int:step_id>/redrive")
@@ -81,15 +76,14 @@ def redrive(step_id: int) -> Response:
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
         run_id = store.step_redrive(conn, step_id)
-    return jsonify({"stepId": step_id, "runId": str(run_id), "status": "ready"})
+    return jsonify({"stepId": step_id, "runId": str(run_id), "status": StepStatus.READY.value})
 
 
 @bp.get("/api/workers")
 def workers() -> Response:
     with db() as conn:
-        rows = store.workers_list(conn)
-    return jsonify([{"name": w["name"], "pid": w["pid"], "host": w["host"], "status": w["status"],
-                     "lastSeen": w["last_seen"].isoformat(), "running": list(w["running"])} for w in rows])
+        found = store.workers_list(conn)
+    return jsonify([worker_to_api(w) for w in found])
 
 
 @bp.get("/healthz")

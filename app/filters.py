@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Flask
 
+from engine.model import Event
 from engine.primitives import public_sender
-from engine.store import Event
 
 JSON_PREVIEW_CHARS = 1500
 
@@ -24,11 +24,10 @@ def short_id(value: object) -> str:
     return str(value)[:8]
 
 
-def clock(value: datetime | str | None) -> str:
+def clock(value: datetime | None) -> str:
     if value is None:
         return ""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone().strftime("%H:%M:%S")
+    return value.astimezone().strftime("%H:%M:%S")
 
 
 def ago(seconds: float | None) -> str:

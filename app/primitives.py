@@ -15,6 +15,7 @@ from engine import store
 from engine.errors import Conflict, InvalidRun, NotFound, RateLimited
 from engine.model import StepStatus
 from engine.rerun import rerun_run
+from engine.wire import signal_to_api
 
 bp = Blueprint("primitives", __name__)
 
@@ -41,8 +42,7 @@ def signal(run_id: UUID, step_name: str) -> Response:
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
         outcome = store.step_signal(conn, run_id, step_name, payload, sender=client_id())
-    return jsonify({"runId": str(run_id), "step": step_name, "stepId": outcome.step_id,
-                    "status": outcome.status, "signalId": outcome.signal_id})
+    return jsonify(signal_to_api(run_id, step_name, outcome))
 
 
 @bp.post("/api/runs/<uuid:run_id>/rerun")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from engine.primitives import (
     PRIMITIVE_STEP_KEYS,
     WAIT_KIND,
     StepPrimitives,
+    checked_number,
     parse_deadline,
     parse_step_primitives,
 )
@@ -134,19 +134,13 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
     _reject_unknown_keys(backoff, {"baseSeconds", "maxSeconds"}, f"{where} backoff")
     base = _number(backoff, "baseSeconds", where, settings.retry_base_seconds, 0, 3600)
     cap = _number(backoff, "maxSeconds", where, max(settings.retry_max_seconds, base), base, 86400)
-    # Floats, not a mix of int and float: the store sends each field of all steps as one array.
-    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), float(timeout),
-                    float(base), float(cap), primitives)
+    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap,
+                    primitives)
 
 
 def _number(obj: dict, key: str, where: str, default: float, low: float, high: float,
             integer: bool = False) -> float:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise InvalidRun(f"{where}: {key} must be {'an integer' if integer else 'a number'}")
-    if not math.isfinite(value) or not low <= value <= high:
-        raise InvalidRun(f"{where}: {key} must be between {low:g} and {high:g}")
-    return value
+    return checked_number(obj.get(key, default), where, key, low, high, integer)
 
 
 def _check_chaos_knobs(where: str, step_input: dict) -> None:

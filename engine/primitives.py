@@ -23,6 +23,7 @@ MAX_PROMPT_CHARS = 1000
 ON_TIMEOUT = ("fail", "continue")
 ON_REJECT = ("fail", "continue")
 WAIT_KIND = "wait"
+MAP_KIND = "map"  # the kind a map step is stored with (its children keep their own kind)
 MAP_ITEMS_FIELD = "items"  # the field of the source's output that a map step fans out over
 
 
@@ -36,18 +37,21 @@ class StepPrimitives:
     wait_on_reject: str | None = None
 
 
-def _bounded(value: object, where: str, key: str, low: float, high: float, integer: bool = False) -> float:
+def checked_number(value: object, where: str, key: str, low: float, high: float, integer: bool = False) -> float:
+    """A numeric field's value as an int (`integer`) or else a float, never as the JSON happened to
+    spell it: the store writes each field of all steps as one typed array, which cannot mix int and
+    float. Every numeric field of a run (`engine.dag` too) is checked here."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         raise InvalidRun(f"{where}: {key} must be {'an integer' if integer else 'a number'}")
     if not math.isfinite(value) or not low <= value <= high:
         raise InvalidRun(f"{where}: {key} must be between {low:g} and {high:g}")
-    return value
+    return int(value) if integer else float(value)
 
 
 def parse_step_primitives(raw: dict[str, Any], where: str, kind: str, step_input: dict[str, Any],
                           max_map_items: int) -> StepPrimitives:
     """The primitive fields of one step, checked."""
-    delay = float(_bounded(raw.get("delaySeconds", 0), where, "delaySeconds", 0, MAX_DELAY_SECONDS))
+    delay = checked_number(raw.get("delaySeconds", 0), where, "delaySeconds", 0, MAX_DELAY_SECONDS)
     source = raw.get("map")
     max_items = None
     if source is not None:
@@ -57,7 +61,7 @@ def parse_step_primitives(raw: dict[str, Any], where: str, kind: str, step_input
             raise InvalidRun(f"{where}: map must name the step whose output `items` it fans out over")
         if source.startswith(WAIT_KIND + "."):  # a signal's payload is not checked like a handler's output
             raise InvalidRun(f"{where}: a map step cannot fan out over a wait step; map over a step after it")
-        max_items = int(_bounded(raw.get("maxItems", max_map_items), where, "maxItems", 1, max_map_items, True))
+        max_items = int(checked_number(raw.get("maxItems", max_map_items), where, "maxItems", 1, max_map_items, True))
     elif "maxItems" in raw:
         raise InvalidRun(f"{where}: maxItems needs map")
     if kind != WAIT_KIND:
@@ -67,7 +71,7 @@ def parse_step_primitives(raw: dict[str, Any], where: str, kind: str, step_input
         raise InvalidRun(f"{where}: input.prompt must be a string of at most {MAX_PROMPT_CHARS} characters")
     timeout = step_input.get("timeoutSeconds")
     if timeout is not None:
-        timeout = float(_bounded(timeout, where, "input.timeoutSeconds", 0.001, MAX_WAIT_SECONDS))
+        timeout = checked_number(timeout, where, "input.timeoutSeconds", 0.001, MAX_WAIT_SECONDS)
     on_timeout = step_input.get("onTimeout", "fail")
     if on_timeout not in ON_TIMEOUT:
         raise InvalidRun(f"{where}: input.onTimeout must be one of {', '.join(ON_TIMEOUT)}")
@@ -80,7 +84,7 @@ def parse_step_primitives(raw: dict[str, Any], where: str, kind: str, step_input
 def parse_deadline(body: dict[str, Any]) -> float | None:
     if body.get("deadlineSeconds") is None:
         return None
-    return _bounded(body["deadlineSeconds"], "run", "deadlineSeconds", 0.001, MAX_DEADLINE_SECONDS)
+    return checked_number(body["deadlineSeconds"], "run", "deadlineSeconds", 0.001, MAX_DEADLINE_SECONDS)
 
 
 def collect_map_outputs(map_step_name: str, parents: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from uuid import UUID
 
 import psycopg
 
-from engine.store.events import notify_events
+from engine.store.errors import translated
+from engine.store.notify import notify_after_commit
 
 _DUE = """
 SELECT id FROM runs WHERE status = 'running' AND deadline_at <= now() ORDER BY deadline_at LIMIT %(limit)s
@@ -47,6 +48,7 @@ RETURNING id
 DUE_BATCH = 100
 
 
+@translated
 def runs_expire_deadlines(conn: psycopg.Connection, reaper: str) -> int:
     """Fail every running run past its deadline; returns the runs failed."""
     due = [row["id"] for row in conn.execute(_DUE, {"limit": DUE_BATCH}).fetchall()]
@@ -54,14 +56,16 @@ def runs_expire_deadlines(conn: psycopg.Connection, reaper: str) -> int:
 
 
 def _fail_at_deadline(conn: psycopg.Connection, run_id: UUID, reaper: str) -> int:
+    ended: list = []
     with conn.transaction():
         cancelled = conn.execute(_CANCEL_STEPS, {"run": run_id, "reaper": reaper}).fetchall()
         ended = conn.execute(_FAIL_RUN, {"run": run_id, "reaper": reaper, "cancelled": len(cancelled)}).fetchall()
         if not ended:  # it finished (or was cancelled) meanwhile: leave its steps alone
             raise psycopg.Rollback()
-        notify_events(conn)
-        return 1
-    return 0
+    if not ended:
+        return 0
+    notify_after_commit(conn, steps_ready=False)
+    return 1
 
 
 _ANY_DUE = """
@@ -70,6 +74,7 @@ SELECT EXISTS (SELECT 1 FROM steps WHERE status = 'waiting' AND wait_expires_at 
 """
 
 
+@translated
 def timers_due(conn: psycopg.Connection) -> tuple[bool, bool]:
     """(a wait has timed out, a run is past its deadline): one cheap round trip for idle passes."""
     row = conn.execute(_ANY_DUE).fetchone()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import psycopg
 
-from engine.store.events import notify_events, notify_steps_ready
-
 # The record statement has already refused a source output without a list `items` or with more
 # than maxItems (it dead-letters the source instead), so every source found here is valid.
 EXPAND_MAPS = """
@@ -78,9 +76,3 @@ def maps_expand(conn: psycopg.Connection, succeeded_step_ids: list[int]) -> int:
     if not succeeded_step_ids:
         return 0
     return ready_count(conn.execute(EXPAND_MAPS, {"ids": succeeded_step_ids}).fetchall())
-
-
-def announce(conn: psycopg.Connection, steps_ready: bool) -> None:
-    notify_events(conn)
-    if steps_ready:
-        notify_steps_ready(conn)

@@ -13,6 +13,7 @@ from uuid import UUID
 import psycopg
 
 from engine.dag import RunSpec
+from engine.primitives import WAIT_KIND
 from engine.store.maps import maps_expand
 
 _APPLY = """
@@ -70,14 +71,14 @@ RETURNING event
 
 def uses_primitives(spec: RunSpec) -> bool:
     return spec.deadline_seconds is not None or any(
-        s.primitives.map_source or s.primitives.delay_seconds or s.kind == "wait" for s in spec.steps)
+        s.primitives.map_source or s.primitives.delay_seconds or s.kind == WAIT_KIND for s in spec.steps)
 
 
 def primitives_apply(conn: psycopg.Connection, run_id: UUID, spec: RunSpec) -> None:
     """Store the primitive fields of a just-inserted run (inside its submit transaction)."""
     if not uses_primitives(spec):
         return
-    steps = [s for s in spec.steps if s.primitives.map_source or s.primitives.delay_seconds or s.kind == "wait"]
+    steps = [s for s in spec.steps if s.primitives.map_source or s.primitives.delay_seconds or s.kind == WAIT_KIND]
     conn.execute(_APPLY, {
         "run": run_id, "names": [s.name for s in steps],
         "delays": [s.primitives.delay_seconds for s in steps],

@@ -8,7 +8,6 @@ The new run is an ordinary run (its own id, steps, deadline and cancel) that car
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -16,37 +15,16 @@ import psycopg
 
 from engine.dag import RunSpec
 from engine.errors import NotFound
-from engine.store.maps import announce
+from engine.model import RunLinks, RunStatus, SourceRun, SourceStep, StepStatus
+from engine.store.errors import translated
+from engine.store.ids import as_run_id
+from engine.store.notify import notify_after_commit
 from engine.store.primitives import steps_promote_after_success
-from engine.store.runs import as_run_id, run_submit
+from engine.store.runs import run_insert
 from engine.store.steps import finalize_runs
 
 
-@dataclass(frozen=True)
-class SourceStep:
-    name: str
-    input: dict[str, Any]
-    depends_on: tuple[str, ...]
-    max_attempts: int
-    timeout_seconds: float
-    backoff_base: float
-    backoff_max: float
-    delay_seconds: float
-    map_source: str | None
-    max_items: int | None
-    status: str
-    output: Any
-
-
-@dataclass(frozen=True)
-class SourceRun:
-    id: UUID
-    goal: str
-    status: str
-    deadline_seconds: float | None
-    steps: tuple[SourceStep, ...]
-
-
+@translated
 def rerun_source(conn: psycopg.Connection, run_id: UUID | str) -> SourceRun:
     """The run's steps as submitted (a map step's children are left out: a re-run expands anew)."""
     run_id = as_run_id(run_id)
@@ -63,8 +41,9 @@ def rerun_source(conn: psycopg.Connection, run_id: UUID | str) -> SourceRun:
         FROM steps s LEFT JOIN steps src ON src.id = s.map_source_id
         WHERE s.run_id = %s AND s.map_parent_id IS NULL ORDER BY s.id
         """, (run_id,)).fetchall()
-    steps = tuple(SourceStep(**{**row, "depends_on": tuple(row["depends_on"])}) for row in rows)
-    return SourceRun(run["id"], run["goal"], run["status"], run["deadline"], steps)
+    steps = tuple(SourceStep(**{**row, "depends_on": tuple(row["depends_on"]), "status": StepStatus(row["status"])})
+                  for row in rows)
+    return SourceRun(run["id"], run["goal"], RunStatus(run["status"]), run["deadline"], steps)
 
 
 _REUSE = """
@@ -83,13 +62,14 @@ RETURNING step_id
 """
 
 
+@translated
 def rerun_insert(conn: psycopg.Connection, spec: RunSpec, source_run_id: UUID, from_step: str,
                  reused: dict[str, Any], client: str | None = None, max_active: int = 0,
                  max_active_per_client: int = 0) -> UUID:
     """Store the re-run `spec` in one transaction, with the steps named in `reused` (name → the
     source's output) already succeeded. Returns the new run's id."""
     with conn.transaction():
-        run_id, _ = run_submit(conn, spec, client=client, max_active=max_active,
+        run_id, _ = run_insert(conn, spec, client=client, max_active=max_active,
                                max_active_per_client=max_active_per_client)
         conn.execute("UPDATE runs SET source_run_id = %s WHERE id = %s", (source_run_id, run_id))
         conn.execute("INSERT INTO audit_log (run_id, event, detail) VALUES (%s, 'run_rerun', "
@@ -99,16 +79,8 @@ def rerun_insert(conn: psycopg.Connection, spec: RunSpec, source_run_id: UUID, f
                                      "outputs": [json.dumps(v) for v in reused.values()]}).fetchall()
         steps_promote_after_success(conn, [r["step_id"] for r in rows])
         finalize_runs(conn, [run_id])
-        announce(conn, steps_ready=True)
+    notify_after_commit(conn, steps_ready=True)
     return run_id
-
-
-@dataclass(frozen=True)
-class RunLinks:
-    source_run_id: UUID | None
-    reruns: tuple[UUID, ...]
-    deadline_at: object | None
-    end_reason: str | None
 
 
 def run_links(conn: psycopg.Connection, run_id: UUID | str) -> RunLinks:

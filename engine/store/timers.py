@@ -6,9 +6,11 @@ from __future__ import annotations
 import psycopg
 
 from engine.store.deadlines import runs_expire_deadlines, timers_due
+from engine.store.errors import translated
 from engine.store.waits import waits_expire
 
 
+@translated
 def expire_timers(conn: psycopg.Connection, reaper: str) -> tuple[int, int]:
     """(waits timed out, runs failed by their deadline); one round trip when nothing is due."""
     waits_due, deadlines_due = timers_due(conn)

@@ -9,18 +9,18 @@ serves, so there the sender's address is masked: `engine.primitives.public_sende
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
 from engine.errors import Conflict, NotFound
-from engine.primitives import public_sender
-from engine.store.maps import announce
+from engine.model import Signal, SignalOutcome, StepStatus, Wait
+from engine.primitives import WAIT_KIND, public_sender
+from engine.store.errors import translated
+from engine.store.ids import as_run_id
+from engine.store.notify import notify_after_commit
 from engine.store.primitives import steps_promote_after_success
-from engine.store.runs import as_run_id
 from engine.store.steps import finalize_runs
 
 # A payload with "approved": false rejects a wait whose onReject is 'fail': it is dead-lettered
@@ -72,13 +72,7 @@ RETURNING run_id, step_id, detail
 """
 
 
-@dataclass(frozen=True)
-class SignalOutcome:
-    step_id: int
-    status: str  # the wait step's status after the signal: succeeded, or dead_letter when rejected
-    signal_id: int
-
-
+@translated
 def step_signal(conn: psycopg.Connection, run_id: UUID | str, step_name: str, payload: dict[str, Any],
                 sender: str | None) -> SignalOutcome:
     """Resolve the waiting step `step_name` of a run with `payload` as its output. Raises NotFound
@@ -92,47 +86,37 @@ def step_signal(conn: psycopg.Connection, run_id: UUID | str, step_name: str, pa
             if conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,)).fetchone() is None:
                 raise NotFound(f"no run {run_id}")
             raise NotFound(f"run {run_id} has no step {step_name[:100]!r}")
-        if step["kind"] != "wait":
+        if step["kind"] != WAIT_KIND:
             raise Conflict(f"step {step_name} is not a wait step; only wait.<label> steps take signals")
         row = conn.execute(_RESOLVE, {"run": run_id, "name": step_name, "payload": json.dumps(payload),
                                       "sender": sender, "public_sender": public_sender(sender)}).fetchone()
         accepted = row["event"] == "step_signalled"
         if accepted:
-            if row["detail"]["status"] == "succeeded":
+            if row["detail"]["status"] == StepStatus.SUCCEEDED:
                 steps_promote_after_success(conn, [row["step_id"]])
             finalize_runs(conn, [run_id])
-        announce(conn, steps_ready=accepted)
+    notify_after_commit(conn, steps_ready=accepted)  # a refused signal is audited too
     if not accepted:
         current = conn.execute("SELECT status FROM steps WHERE id = %s", (row["step_id"],)).fetchone()
         raise Conflict(f"step {step_name} is {current['status']}, not waiting: it was already resolved")
-    return SignalOutcome(row["step_id"], row["detail"]["status"], row["detail"]["signalId"])
+    return SignalOutcome(row["step_id"], StepStatus(row["detail"]["status"]), row["detail"]["signalId"])
 
 
+@translated
 def waits_expire(conn: psycopg.Connection, reaper: str) -> int:
     """Resolve every wait whose timeout has passed by the database's clock, as its onTimeout says."""
     with conn.transaction():
         rows = conn.execute(_EXPIRE, {"reaper": reaper}).fetchall()
-        if not rows:
-            return 0
-        steps_promote_after_success(conn, [r["step_id"] for r in rows if r["detail"]["status"] == "succeeded"])
-        finalize_runs(conn, sorted({r["run_id"] for r in rows}, key=str))
-        announce(conn, steps_ready=True)
+        if rows:
+            steps_promote_after_success(
+                conn, [r["step_id"] for r in rows if r["detail"]["status"] == StepStatus.SUCCEEDED])
+            finalize_runs(conn, sorted({r["run_id"] for r in rows}, key=str))
+    if rows:
+        notify_after_commit(conn, steps_ready=True)
     return len(rows)
 
 
-@dataclass(frozen=True)
-class WaitView:
-    step_id: int
-    name: str
-    status: str
-    prompt: str
-    expires_at: datetime | None
-    seconds_left: float | None  # by the database's clock, at the time of the read
-    on_timeout: str | None
-    on_reject: str | None
-
-
-def waits_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[WaitView]:
+def waits_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[Wait]:
     """The run's wait steps, in step order, with their prompt and time left."""
     rows = conn.execute(
         """
@@ -141,23 +125,13 @@ def waits_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[WaitView
                wait_on_timeout, wait_on_reject
         FROM steps WHERE run_id = %s AND kind = 'wait' ORDER BY id
         """, (as_run_id(run_id),)).fetchall()
-    return [WaitView(r["id"], r["name"], r["status"], r["prompt"], r["wait_expires_at"],
+    return [Wait(r["id"], r["name"], StepStatus(r["status"]), r["prompt"], r["wait_expires_at"],
                      max(0.0, r["seconds_left"]) if r["seconds_left"] is not None else None,
                      r["wait_on_timeout"], r["wait_on_reject"]) for r in rows]
 
 
-@dataclass(frozen=True)
-class SignalRecord:
-    id: int
-    step_name: str
-    payload: dict[str, Any]
-    sender: str | None
-    accepted: bool
-    created_at: datetime
-
-
-def signals_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[SignalRecord]:
+def signals_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[Signal]:
     """Every signal sent to the run's waits, accepted or refused, oldest first."""
     rows = conn.execute("SELECT id, step_name, payload, sender, accepted, created_at FROM signals "
                         "WHERE run_id = %s ORDER BY id", (as_run_id(run_id),)).fetchall()
-    return [SignalRecord(**row) for row in rows]
+    return [Signal(**row) for row in rows]

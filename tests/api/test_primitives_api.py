@@ -23,7 +23,7 @@ def submit(server, body: dict) -> str:
 
 
 def wait_waiting(module_conn, run_id: str) -> None:
-    wait_for(lambda: any(s["status"] == "waiting" for s in store.run_get(module_conn, run_id)["steps"]), 30,
+    wait_for(lambda: any(s.status == "waiting" for s in store.run_get(module_conn, run_id).steps), 30,
              "the wait to begin")
 
 

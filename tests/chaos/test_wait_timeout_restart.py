@@ -38,6 +38,6 @@ def test_wait_timeout_fires_after_postgres_immediate_restart(pg, db_url, setting
         timed_out = wait_event(conn, run_id, "step_timed_out", 60)
         # Not before the expiry the database computed when the wait began.
         assert timed_out.ts >= datetime.fromisoformat(waiting.detail["expiresAt"])
-        wait_for(lambda: store.run_get(conn, run_id)["status"] == "completed", 30, "the run to complete")
+        wait_for(lambda: store.run_get(conn, run_id).status == "completed", 30, "the run to complete")
         assert len(run_events(conn, run_id, "step_timed_out")) == 1
         assert verify_all(conn) == {}

@@ -33,8 +33,8 @@ def test_a_visitor_approves_and_the_run_completes(page: Page, stack, screenshots
     expect(page.locator("#run-header")).to_have_attribute("data-status", "completed", timeout=30_000)
     expect(page.locator("#steps tr[data-step='tool_call.notify']")).to_have_attribute("data-status", "succeeded")
     expect(page.locator("#event-log [data-type='step_signalled']")).to_have_count(1)
-    wait_step = next(s for s in store.run_get(stack.conn, run_id)["steps"] if s["name"] == "wait.approve")
-    assert wait_step["output"] == {"approved": True, "comment": "looks right"}
+    wait_step = next(s for s in store.run_get(stack.conn, run_id).steps if s.name == "wait.approve")
+    assert wait_step.output == {"approved": True, "comment": "looks right"}
     assert [s.sender for s in store.signals_for_run(stack.conn, run_id)] == ["127.0.0.1"]
     assert verify_run(stack.conn, run_id) == []
 

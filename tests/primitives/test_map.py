@@ -5,14 +5,15 @@ from __future__ import annotations
 import signal
 
 from engine import store
+from engine.model import Run, RunStatus, StepStatus
 from engine.submit import submit_run
 from engine.verify import verify_all, verify_run
 from tests.chaos.support import run_events, wait_event
 from tests.helpers import make_run, step, wait_for
 
 
-def wait_terminal(conn, run_id, timeout: float = 90) -> dict:
-    return wait_for(lambda: (r := store.run_get(conn, run_id))["status"] != "running" and r, timeout,
+def wait_terminal(conn, run_id, timeout: float = 90) -> Run:
+    return wait_for(lambda: (r := store.run_get(conn, run_id)).terminal and r, timeout,
                     f"run {run_id} to finish", interval=0.1)
 
 
@@ -38,20 +39,20 @@ def test_thirty_items_survive_kill_9_and_reach_the_downstream_step_in_order(conn
     victim.wait_exit(10)
     spawn("w3", concurrency=4)
     run = wait_terminal(conn, run_id)
-    assert run["status"] == "completed"
-    children = [s for s in run["steps"] if s["name"].startswith("tool_call.fetch[")]
-    assert sorted(s["name"] for s in children) == sorted(f"tool_call.fetch[{i}]" for i in range(30))
+    assert run.status == RunStatus.COMPLETED
+    children = [s for s in run.steps if s.name.startswith("tool_call.fetch[")]
+    assert sorted(s.name for s in children) == sorted(f"tool_call.fetch[{i}]" for i in range(30))
     successes = [e.step for e in run_events(conn, run_id, "step_succeeded")]
-    assert all(successes.count(c["name"]) == 1 for c in children)
+    assert all(successes.count(c.name) == 1 for c in children)
     assert len(run_events(conn, run_id, "steps_mapped")) == 1
     assert [e.step for e in run_events(conn, run_id, "step_reclaimed")], "the kill reclaimed a child"
-    by_name = {s["name"]: s for s in run["steps"]}
-    collected = by_name["tool_call.fetch"]["output"]
+    by_name = {s.name: s for s in run.steps}
+    collected = by_name["tool_call.fetch"].output
     assert collected["count"] == 30
     queries = [child["source"] for child in collected["items"]]
-    plan_items = by_name["tool_call.plan"]["output"]["items"]
+    plan_items = by_name["tool_call.plan"].output["items"]
     assert queries == [item["query"] for item in plan_items]  # item order, not completion order
-    assert by_name["tool_call.merge"]["output"]["count"] == 60
+    assert by_name["tool_call.merge"].output["count"] == 60
     assert verify_all(conn) == {}
 
 
@@ -61,11 +62,11 @@ def test_source_output_without_a_list_dead_letters_the_source(conn, settings, sp
     run_id, _ = submit_run(conn, body, settings)
     spawn("w1")
     run = wait_terminal(conn, run_id)
-    source = next(s for s in run["steps"] if s["name"] == "tool_call.stats")
-    assert run["status"] == "failed" and source["status"] == "dead_letter"
-    assert 'needs a list in this step\'s output field "items"' in source["error"]
-    assert source["attempt"] == 1  # permanent: not retried
-    assert [s["name"] for s in run["steps"]] == ["tool_call.stats", "tool_call.each"]  # no child
+    source = next(s for s in run.steps if s.name == "tool_call.stats")
+    assert run.status == RunStatus.FAILED and source.status == StepStatus.DEAD_LETTER
+    assert 'needs a list in this step\'s output field "items"' in source.error
+    assert source.attempt == 1  # permanent: not retried
+    assert [s.name for s in run.steps] == ["tool_call.stats", "tool_call.each"]  # no child
     assert verify_run(conn, str(run_id)) == []
 
 
@@ -75,9 +76,9 @@ def test_more_items_than_max_items_is_refused(conn, settings, spawn):
     run_id, _ = submit_run(conn, body, settings)
     spawn("w1")
     run = wait_terminal(conn, run_id)
-    source = run["steps"][0]
-    assert source["status"] == "dead_letter" and "5 items, more than maxItems 3" in source["error"]
-    assert len(run["steps"]) == 2
+    source = run.steps[0]
+    assert source.status == StepStatus.DEAD_LETTER and "5 items, more than maxItems 3" in source.error
+    assert len(run.steps) == 2
     assert verify_run(conn, str(run_id)) == []
 
 
@@ -88,9 +89,9 @@ def test_empty_list_succeeds_at_once_with_no_children(conn, settings, spawn):
     run_id, _ = submit_run(conn, body, settings)
     spawn("w1")
     run = wait_terminal(conn, run_id)
-    assert run["status"] == "completed"
-    assert {s["name"]: s["output"] for s in run["steps"]}["tool_call.each"] == {"items": [], "count": 0}
-    assert len(run["steps"]) == 3
+    assert run.status == RunStatus.COMPLETED
+    assert {s.name: s.output for s in run.steps}["tool_call.each"] == {"items": [], "count": 0}
+    assert len(run.steps) == 3
     assert verify_run(conn, str(run_id)) == []
 
 

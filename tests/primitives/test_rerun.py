@@ -9,6 +9,7 @@ import pytest
 
 from engine import store
 from engine.errors import Conflict, InvalidRun
+from engine.model import Run
 from engine.rerun import rerun_run
 from engine.submit import submit_run
 from engine.verify import verify_all
@@ -30,12 +31,12 @@ def pipeline(tools) -> dict:
                     step("tool_call.send", ["tool_call.summarize"], tool="send_t"), goal="rerun me")
 
 
-def finished(conn, run_id) -> dict:
-    return wait_for(lambda: (r := store.run_get(conn, run_id))["status"] != "running" and r, 30, f"run {run_id} to end")
+def finished(conn, run_id) -> Run:
+    return wait_for(lambda: (r := store.run_get(conn, run_id)).terminal and r, 30, f"run {run_id} to end")
 
 
-def outputs(run: dict) -> dict:
-    return {s["name"]: s["output"] for s in run["steps"]}
+def outputs(run: Run) -> dict:
+    return {s.name: s.output for s in run.steps}
 
 
 def test_rerun_from_a_step_copies_upstream_and_runs_downstream_with_new_input(conn, settings, tools, pipeline,
@@ -43,14 +44,14 @@ def test_rerun_from_a_step_copies_upstream_and_runs_downstream_with_new_input(co
     inprocess_worker()
     source_id, _ = submit_run(conn, pipeline, settings)
     source = finished(conn, source_id)
-    assert source["status"] == "completed"
+    assert source.status == "completed"
     assert dict(tools.calls) == {"tool_call.plan": 1, "tool_call.fetch[0]": 1, "tool_call.fetch[1]": 1,
                                  "tool_call.fetch[2]": 1, "tool_call.summarize": 1, "tool_call.send": 1}
     source_events = len(run_events(conn, source_id))
 
     new_id = rerun_run(conn, source_id, "tool_call.summarize", {"style": "brief"}, settings)
     rerun = finished(conn, new_id)
-    assert rerun["status"] == "completed"
+    assert rerun.status == "completed"
     assert tools.calls["tool_call.plan"] == 1 and all(tools.calls[f"tool_call.fetch[{i}]"] == 1 for i in range(3))
     assert tools.calls["tool_call.summarize"] == 2 and tools.calls["tool_call.send"] == 2
     assert outputs(rerun)["tool_call.send"] == {"sent": "brief: q0,q1,q2"}
@@ -69,7 +70,7 @@ def test_rerun_from_the_map_step_expands_it_again(conn, settings, tools, pipelin
     source_id, _ = submit_run(conn, pipeline, settings)
     finished(conn, source_id)
     new_id = rerun_run(conn, source_id, "tool_call.fetch", None, settings)
-    assert finished(conn, new_id)["status"] == "completed"
+    assert finished(conn, new_id).status == "completed"
     assert tools.calls["tool_call.plan"] == 1
     assert all(tools.calls[f"tool_call.fetch[{i}]"] == 2 for i in range(3))
     assert verify_all(conn) == {}
@@ -100,9 +101,9 @@ def test_rerun_of_a_failed_run_runs_the_failed_step_again(conn, settings, tools,
                     step("tool_call.second", ["tool_call.first"], tool="flaky_t", broken=True, max_attempts=1))
     inprocess_worker()
     source_id, _ = submit_run(conn, body, settings)
-    assert finished(conn, source_id)["status"] == "failed"
+    assert finished(conn, source_id).status == "failed"
     new_id = rerun_run(conn, source_id, "tool_call.second", {"broken": False}, settings)
-    assert finished(conn, new_id)["status"] == "completed"
+    assert finished(conn, new_id).status == "completed"
     assert tools.calls["tool_call.first"] == 1 and tools.calls["tool_call.second"] == 2
     assert verify_all(conn) == {}
 
@@ -118,6 +119,6 @@ def test_cli_rerun_prints_the_new_run_id(conn, settings, db_url, spawn):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     new_id = done.stdout.strip()
-    assert finished(conn, new_id)["status"] == "completed"
+    assert finished(conn, new_id).status == "completed"
     assert store.run_links(conn, new_id).source_run_id == source_id
     assert verify_all(conn) == {}

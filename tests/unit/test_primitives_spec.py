@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from app.dag_svg import display_status
 from app.primitives_view import collapse_map_children
 from engine.config import Settings
 from engine.dag import parse_run
 from engine.errors import InvalidRun
+from engine.model import StepStatus
 from engine.primitives import collect_map_outputs, public_sender
+from tests.records import step_record
 
 TOOLS = {"fetch_data", "plan", "transform"}
 SETTINGS = Settings(max_map_items=10)
@@ -67,17 +70,29 @@ def test_collected_outputs_follow_item_order_not_name_order():
     assert collect_map_outputs("tool_call.each", parents) == {"items": [{"i": 0}, {"i": 2}, {"i": 10}], "count": 3}
 
 
+def map_run(child_status: StepStatus, child_attempt: int = 1) -> list:
+    """plan → each[0..2] → each (map) → after, with child 1 in `child_status`."""
+    def s(step_id: int, name: str, deps: list[str], status: StepStatus = StepStatus.SUCCEEDED,
+          attempt: int = 1, kind: str | None = None) -> object:
+        return step_record(step_id, name, status, attempt, deps, **({"kind": kind} if kind else {}))
+    children = [s(3 + i, f"tool_call.each[{i}]", ["tool_call.plan"], child_status if i == 1 else StepStatus.SUCCEEDED,
+                  child_attempt if i == 1 else 1) for i in range(3)]
+    return [s(1, "tool_call.plan", []), s(2, "tool_call.each", ["tool_call.plan", *[c.name for c in children]], kind="map"),
+            *children, s(6, "tool_call.after", ["tool_call.each"])]
+
+
 def test_map_children_collapse_into_one_node_between_source_and_map_step():
-    def s(name: str, kind: str, deps: list[str], status: str = "succeeded") -> dict:
-        return {"id": len(name), "name": name, "kind": kind, "dependsOn": deps, "status": status, "attempt": 1}
-    children = [s(f"tool_call.each[{i}]", "tool_call", ["tool_call.plan"], "running" if i == 1 else "succeeded")
-                for i in range(3)]
-    steps = [s("tool_call.plan", "tool_call", []), s("tool_call.each", "map", ["tool_call.plan", *[c["name"] for c in children]]),
-             *children, s("tool_call.after", "tool_call", ["tool_call.each"])]
-    collapsed = {c["name"]: c for c in collapse_map_children(steps)}
+    collapsed = {c.name: c for c in collapse_map_children(map_run(StepStatus.RUNNING))}
     assert set(collapsed) == {"tool_call.plan", "tool_call.each", "tool_call.each ×3", "tool_call.after"}
-    assert collapsed["tool_call.each"]["dependsOn"] == ["tool_call.plan", "tool_call.each ×3"]
-    assert collapsed["tool_call.each ×3"]["status"] == "running"
+    assert collapsed["tool_call.each"].depends_on == ("tool_call.plan", "tool_call.each ×3")
+    assert collapsed["tool_call.each ×3"].depends_on == ("tool_call.plan",)
+    assert display_status(collapsed["tool_call.each ×3"]) == "running"
+
+
+def test_a_collapsed_node_shows_a_child_waiting_for_its_retry():
+    collapsed = {c.name: c for c in collapse_map_children(map_run(StepStatus.READY, child_attempt=2))}
+    assert display_status(collapsed["tool_call.each ×3"]) == "retrying"
+    assert collapsed["tool_call.each ×3"].attempt == 2
 
 
 def test_public_sender_masks_the_host_part_of_an_address_only():
