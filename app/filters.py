@@ -108,8 +108,8 @@ def primitive_event_text(kind: str, detail: dict[str, Any]) -> str | None:
     """The few words of the agent primitives' events; None for any other event."""
     texts = {
         "steps_mapped": lambda: f"{detail.get('count', '?')} child step(s) created",
-        "step_waiting": lambda: "waiting for a signal" + (" until " + clock(detail["expiresAt"])
-                                                          if detail.get("expiresAt") else ""),
+        "step_waiting": lambda: "waiting for a signal" + (
+            " until " + clock(datetime.fromisoformat(detail["expiresAt"])) if detail.get("expiresAt") else ""),
         "step_signalled": lambda: f"signal from {detail.get('sender') or 'unknown'}: {detail.get('status', '')}",
         "step_signal_refused": lambda: f"signal from {detail.get('sender') or 'unknown'} refused: already resolved",
         "step_timed_out": lambda: f"no signal in time: {detail.get('onTimeout', '')}",
