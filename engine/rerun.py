@@ -47,10 +47,14 @@ def rerun_body(source: SourceRun, from_step: str, input_override: dict[str, Any]
             body["delaySeconds"] = step.delay_seconds
         if step.map_source:
             body["map"], body["maxItems"] = step.map_source, step.max_items
+        if step.limit_key:
+            body["limitKey"] = step.limit_key
         steps.append(body)
     run: dict[str, Any] = {"goal": source.goal, "steps": steps}
     if source.deadline_seconds:
         run["deadlineSeconds"] = source.deadline_seconds  # the same allowance, counted from the new start
+    if source.budget:
+        run["budget"] = source.budget  # the same allowance; the re-run's spend starts at zero
     return run
 
 

@@ -7,10 +7,14 @@ problems as sentences; an empty list means every invariant holds:
 - no step started before all of its parents had succeeded;
 - time order agrees with id order for dependent events: a step's transitions are timed in the
   order they were written, and no step's start is timed before its parents' successes;
-- a terminal run is consistent with its steps (a run failed by its deadline may have no dead letter).
+- a terminal run is consistent with its steps (a run failed by its deadline may have no dead letter;
+  a run failed for its budget has none: its unfinished steps were cancelled);
+- no step started after its run's `budget_exceeded` event.
 
-Agent primitives replay too: `step_waiting`, a wait's `step_signalled`/`step_timed_out` (their
-`detail.status` is the outcome), a re-run's `step_reused`.
+Events that change no state (`limit_paused`, `budget_exceeded`, `steps_mapped`, ...) are accepted
+and replayed as no-ops; `run_failed` with reason `budget_exceeded` or `deadline` is a run
+transition like any other. Agent primitives replay too: `step_waiting`, a wait's
+`step_signalled`/`step_timed_out` (their `detail.status` is the outcome), a re-run's `step_reused`.
 """
 from __future__ import annotations
 
@@ -135,7 +139,12 @@ def check_run(run: Run, events: Sequence[Event]) -> list[str]:
     if state.run_status != run.status:
         problems.append(f"run is {run.status} but its events replay to {state.run_status}")
     deadline = any(e.type == "run_deadline_exceeded" for e in events)
-    problems.extend(_run_consistency(run, deadline))
+    stopped_for_budget = next((e.id for e in events if e.type == "budget_exceeded"), None)
+    if stopped_for_budget is not None:
+        late = [e.step for e in events if e.type == "step_started" and e.id > stopped_for_budget]
+        if late:
+            problems.append(f"step(s) {late} started after the run's budget was exceeded")
+    problems.extend(_run_consistency(run, deadline, budget_failed=stopped_for_budget is not None))
     return problems
 
 
@@ -152,7 +161,7 @@ def _step_matches_replay(step: Step, state: Replay) -> list[str]:
     return problems
 
 
-def _run_consistency(run: Run, deadline_exceeded: bool = False) -> list[str]:
+def _run_consistency(run: Run, deadline_exceeded: bool = False, budget_failed: bool = False) -> list[str]:
     statuses = [s.status for s in run.steps]
     active = sum(s in ACTIVE_STEP_STATUSES for s in statuses)
     dead = statuses.count(StepStatus.DEAD_LETTER)
@@ -161,6 +170,8 @@ def _run_consistency(run: Run, deadline_exceeded: bool = False) -> list[str]:
     status = run.status
     if status == RunStatus.COMPLETED and not all_ok:
         return [f"run is completed but its steps are {seen}"]
+    if status == RunStatus.FAILED and budget_failed and not active:
+        return []
     if status == RunStatus.FAILED and ((dead == 0 and not deadline_exceeded) or active):
         return [f"run is failed with {dead} dead-lettered and {active} ready/running step(s)"]
     if status == RunStatus.CANCELLED and active:

@@ -4,7 +4,7 @@ A map step (`"map": "<source step>"`) is stored with kind `map` and one extra pe
 its expansion: the source's success alone never makes it ready. `EXPAND_MAPS` runs in the same
 transaction that records the source's success (`step_record_and_claim`), so a crash can neither
 create the children twice nor lose them. Each child is an ordinary step (`<map name>[i]`, input =
-the map step's input plus `item` and `index`), retried, reclaimed and fenced like any other; the map
+the map step's input plus `item` and `index`, and its provider limit key), retried, reclaimed and fenced like any other; the map
 step depends on all of them, and once they have succeeded a worker collects their outputs in item
 order (`engine.primitives.collect_map_outputs`).
 """
@@ -17,7 +17,7 @@ import psycopg
 EXPAND_MAPS = """
 WITH src AS (
     SELECT m.id AS map_id, m.run_id, m.name, m.tool, m.input, m.max_attempts, m.timeout_seconds,
-           m.backoff_base, m.backoff_max, m.delay_seconds, p.id AS source_id, p.output -> 'items' AS items
+           m.backoff_base, m.backoff_max, m.delay_seconds, m.limit_key, p.id AS source_id, p.output -> 'items' AS items
     FROM steps m JOIN steps p ON p.id = m.map_source_id
     WHERE m.map_source_id = ANY(%(ids)s) AND NOT m.map_expanded AND m.status = 'pending'
       AND p.status = 'succeeded' AND jsonb_typeof(p.output -> 'items') = 'array'
@@ -25,11 +25,13 @@ WITH src AS (
     FOR UPDATE OF m
 ), children AS (
     INSERT INTO steps (run_id, name, kind, tool, input, status, max_attempts, attempt_limit, timeout_seconds,
-                       backoff_base, backoff_max, pending_deps, run_at, delay_seconds, map_parent_id, map_index)
+                       backoff_base, backoff_max, pending_deps, run_at, delay_seconds, map_parent_id, map_index,
+                       limit_key)
     SELECT src.run_id, src.name || '[' || (e.ord - 1) || ']', split_part(src.name, '.', 1), src.tool,
            src.input || jsonb_build_object('item', e.item, 'index', e.ord - 1), 'ready', src.max_attempts,
            src.max_attempts, src.timeout_seconds, src.backoff_base, src.backoff_max, 0,
-           now() + make_interval(secs => src.delay_seconds), src.delay_seconds, src.map_id, (e.ord - 1)::int
+           now() + make_interval(secs => src.delay_seconds), src.delay_seconds, src.map_id, (e.ord - 1)::int,
+           src.limit_key
     FROM src, jsonb_array_elements(src.items) WITH ORDINALITY AS e(item, ord)
     ORDER BY src.map_id, e.ord
     RETURNING id, run_id, map_parent_id, delay_seconds
@@ -42,8 +44,10 @@ WITH src AS (
     SELECT src.map_id, src.run_id, jsonb_array_length(src.items) AS n FROM src
 ), marked AS (
     -- The expansion dependency is replaced by one dependency per child; no child: ready at once.
+    -- The provider limit key passes to the children, which call the provider; the map step itself
+    -- only collects their outputs, so it is claimed like an unlimited step.
     UPDATE steps m
-    SET map_expanded = true, pending_deps = m.pending_deps - 1 + counts.n,
+    SET map_expanded = true, limit_key = NULL, pending_deps = m.pending_deps - 1 + counts.n,
         status = CASE WHEN m.pending_deps - 1 + counts.n = 0 THEN 'ready' ELSE m.status END, run_at = now()
     FROM counts WHERE m.id = counts.map_id
     RETURNING m.id, m.run_id, m.status, counts.n

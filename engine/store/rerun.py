@@ -36,6 +36,8 @@ def rerun_source(conn: psycopg.Connection, run_id: UUID | str) -> SourceRun:
         """
         SELECT s.name, s.input, s.max_attempts, s.timeout_seconds, s.backoff_base, s.backoff_max,
                s.delay_seconds, src.name AS map_source, s.map_max_items AS max_items, s.status, s.output,
+               coalesce(s.limit_key, (SELECT c.limit_key FROM steps c WHERE c.map_parent_id = s.id
+                                      ORDER BY c.id LIMIT 1)) AS limit_key,
                coalesce((SELECT array_agg(p.name ORDER BY p.id) FROM step_deps d JOIN steps p ON p.id = d.depends_on
                          WHERE d.step_id = s.id AND p.map_parent_id IS NULL), '{}') AS depends_on
         FROM steps s LEFT JOIN steps src ON src.id = s.map_source_id
@@ -43,7 +45,9 @@ def rerun_source(conn: psycopg.Connection, run_id: UUID | str) -> SourceRun:
         """, (run_id,)).fetchall()
     steps = tuple(SourceStep(**{**row, "depends_on": tuple(row["depends_on"]), "status": StepStatus(row["status"])})
                   for row in rows)
-    return SourceRun(run["id"], run["goal"], RunStatus(run["status"]), run["deadline"], steps)
+    budget = conn.execute("SELECT tokens, usd::float8 AS usd FROM run_budgets WHERE run_id = %s", (run_id,)).fetchone()
+    budget_body = {k: v for k, v in budget.items() if v is not None} if budget else None
+    return SourceRun(run["id"], run["goal"], RunStatus(run["status"]), run["deadline"], steps, budget_body)
 
 
 _REUSE = """

@@ -12,6 +12,7 @@ from engine.dag import RunSpec
 from engine.errors import Conflict, NotFound, RateLimited
 from engine.model import Run, RunStatus, RunSummary, Step, StepStatus
 from engine.primitives import WAIT_KIND
+from engine.store.budgets import llm_run_extras
 from engine.store.ids import as_run_id
 from engine.store.notify import notify_after_commit
 from engine.store.primitives import primitives_apply
@@ -88,6 +89,7 @@ def run_insert(conn: psycopg.Connection, spec: RunSpec, client: str | None = Non
         "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
     })
     primitives_apply(conn, run_id, spec)
+    llm_run_extras(conn, run_id, spec)  # limit keys and budget
     return run_id, True
 
 

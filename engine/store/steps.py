@@ -18,7 +18,7 @@ from engine.store.notify import notify_after_commit
 _CLAIM = """
 WITH picked AS (
     SELECT id FROM steps
-    WHERE status = 'ready' AND run_at <= now()
+    WHERE status = 'ready' AND run_at <= now() AND limit_key IS NULL  -- limited: provider_limits.py
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -195,6 +195,7 @@ class ClaimedStep:
     backoff_max: float
     parents: dict[str, Any]
     feeds_map: bool = False  # a map step fans out over this step's output (engine/store/maps.py)
+    limit_key: str | None = None  # the provider limit that admitted it (limited claims only)
 
     @property
     def idempotency_key(self) -> str:
@@ -318,5 +319,5 @@ def step_seconds_until_ready(conn: psycopg.Connection) -> float | None:
     """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
     by the database's clock; None when nothing is ready."""
     row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
-                       "FROM steps WHERE status = 'ready'").fetchone()
+                       "FROM steps WHERE status = 'ready' AND limit_key IS NULL").fetchone()
     return row["wait"] if row else None

@@ -20,7 +20,7 @@ def start_and_reach_the_wait(page: Page, stack) -> str:
     expect(page.locator(WAIT)).to_have_attribute("data-status", "waiting", timeout=30_000)
     expect(page.locator(f"{WAIT} .wait-prompt")).to_have_text("Send this summary to the team?")
     expect(page.locator(f"{WAIT} .wait-left")).to_contain_text("left")
-    expect(page.locator("#dag [data-step='tool_call.fetch ×4']")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator("#dag svg:visible [data-step='tool_call.fetch ×4']")).to_have_attribute("data-status", "succeeded")
     expect(page.locator("#steps tr[data-step='wait.approve']")).to_have_attribute("data-status", "waiting")
     return run_id
 
@@ -44,7 +44,8 @@ def test_a_visitor_rejects_and_the_run_fails_unsent(page: Page, stack):
     page.click(f"{WAIT} .reject-button")
     expect(page.locator("#run-header")).to_have_attribute("data-status", "failed", timeout=30_000)
     expect(page.locator("#steps tr[data-step='wait.approve']")).to_have_attribute("data-status", "dead_letter")
-    expect(page.locator("#steps tr[data-step='tool_call.notify']")).to_have_attribute("data-status", "pending")
+    # Still pending in the database; the page shows it blocked behind the rejected (dead-lettered) wait.
+    expect(page.locator("#steps tr[data-step='tool_call.notify']")).to_have_attribute("data-status", "blocked")
     expect(page.locator(f"{WAIT} form")).to_have_count(0)
     assert verify_run(stack.conn, run_id) == []
 
