@@ -1,8 +1,8 @@
 """The web app: server-rendered pages with live updates over WebSockets, the JSON API, and the
 Kill-worker chaos button. `create_app(config)` builds it; `python -m app` serves it with gunicorn.
 
-Blueprints: `pages` (HTML), `api` (JSON, `/healthz`, `/metrics`), `live` (WebSockets) and `chaos`
-(Kill worker). All database access goes through `engine.store`.
+Blueprints: `pages` (HTML), `api` (JSON, `/healthz`, `/metrics`), `primitives` (signals and
+re-runs, JSON and forms), `live` (WebSockets) and `chaos` (Kill worker). All database access goes through `engine.store`.
 """
 from __future__ import annotations
 
@@ -52,11 +52,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app import api, chaos, filters, live, pages, streaming
+    from app import api, chaos, filters, live, pages, primitives, streaming
     filters.install(app)
     streaming.install(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(primitives.bp)
     app.register_blueprint(chaos.bp)
     app.register_blueprint(live.bp)
 

@@ -13,6 +13,7 @@ import psycopg
 
 from app.dag_svg import blocked_steps, dag_picture, display_status
 from app.llm_view import limits_context, llm_context
+from app.primitives_view import collapse_map_children, primitives_context
 from app.state import state
 from app.timeline import NARROW, timeline_picture
 from engine import store
@@ -96,12 +97,12 @@ def run_picture_context(conn: psycopg.Connection, run: Run, events: list[Event])
         counts[step["display_status"]] = counts.get(step["display_status"], 0) + 1
     lease = {"lease_seconds": state().settings.lease_seconds, "leases": step_leases(conn, run.id)}
     return {"run": {**vars(run), "steps": steps, "counts": counts, "terminal": run.terminal},
-            "dag": dag_picture(run.steps, run_status=run.status),
-            "dag_narrow": dag_picture(run.steps, vertical=True, run_status=run.status),
+            "dag": dag_picture(collapse_map_children(run.steps), run_status=run.status),
+            "dag_narrow": dag_picture(collapse_map_children(run.steps), vertical=True, run_status=run.status),
             "timeline": timeline_picture(run, events, markers, now, **lease),
             "timeline_narrow": timeline_picture(run, events, markers, now, NARROW, **lease),
             "worker_events": [e for e in markers if e.type in LOGGED_WORKER_EVENTS],
-            **llm_context(conn, run)}
+            **llm_context(conn, run), **primitives_context(conn, run)}
 
 
 def _seconds(step: Step, now: datetime) -> float | None:

@@ -9,12 +9,13 @@ from typing import Any
 from flask import Flask
 
 from engine.model import Event
+from engine.primitives import public_sender
 
 JSON_PREVIEW_CHARS = 1500
 
 
 def install(app: Flask) -> None:
-    app.jinja_env.filters.update(short_id=short_id, clock=clock, ago=ago, duration=duration,
+    app.jinja_env.filters.update(public_sender=public_sender, short_id=short_id, clock=clock, ago=ago, duration=duration,
                                  pretty_json=pretty_json, event_text=event_text, step_label=step_label,
                                  event_family=event_family)
 
@@ -62,6 +63,9 @@ EVENT_FAMILIES = {
     "warn": {"step_retry_scheduled", "step_reclaimed", "step_result_discarded", "step_redriven", "limit_paused"},
     "muted": {"step_cancelled", "run_cancelled", "worker_stopped"},
 }
+EVENT_FAMILIES["ok"] |= {"step_signalled", "step_reused"}
+EVENT_FAMILIES["bad"] |= {"run_deadline_exceeded"}
+EVENT_FAMILIES["warn"] |= {"step_waiting", "step_timed_out", "step_signal_refused"}
 
 
 def event_family(event_type: str) -> str:
@@ -88,10 +92,15 @@ def event_text(event: Event) -> str:
         return f"{detail.get('reason', '')}"
     if event.type == "step_redriven":
         return "run re-opened" if detail.get("runReopened") else ""
+    if event.type == "run_failed" and detail.get("reason") == "deadline":
+        return "deadline passed"
     if event.type == "run_failed" and detail.get("reason"):
         return str(detail["reason"]).replace("_", " ")
     if event.type == "run_failed":
         return f"{detail.get('deadLetters', '?')} dead-lettered"
+    primitive = primitive_event_text(event.type, detail)
+    if primitive is not None:
+        return primitive
     if event.type == "budget_exceeded":
         budget, spent = detail.get("budget") or {}, detail.get("spent") or {}
         return (f"spent {spent.get('tokens')} tokens / ${spent.get('usd')} of budget "
@@ -103,3 +112,19 @@ def event_text(event: Event) -> str:
     if event.type in ("worker_started", "worker_lost"):
         return f"pid {detail['pid']}" if detail.get("pid") else ""
     return ""
+
+
+def primitive_event_text(kind: str, detail: dict[str, Any]) -> str | None:
+    """The few words of the agent primitives' events; None for any other event."""
+    texts = {
+        "steps_mapped": lambda: f"{detail.get('count', '?')} child step(s) created",
+        "step_waiting": lambda: "waiting for a signal" + (
+            " until " + clock(datetime.fromisoformat(detail["expiresAt"])) if detail.get("expiresAt") else ""),
+        "step_signalled": lambda: f"signal from {detail.get('sender') or 'unknown'}: {detail.get('status', '')}",
+        "step_signal_refused": lambda: f"signal from {detail.get('sender') or 'unknown'} refused: already resolved",
+        "step_timed_out": lambda: f"no signal in time: {detail.get('onTimeout', '')}",
+        "step_reused": lambda: f"output copied from run {str(detail.get('sourceRunId', ''))[:8]}",
+        "run_rerun": lambda: f"re-run of {str(detail.get('sourceRunId', ''))[:8]} from {detail.get('fromStep', '')}",
+        "run_deadline_exceeded": lambda: f"{detail.get('stepsCancelled', 0)} step(s) cancelled",
+    }
+    return texts[kind]() if kind in texts else None

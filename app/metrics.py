@@ -31,7 +31,7 @@ class QueueCollector:
         yield runs
         yield GaugeMetricFamily("dae_steps_claimable", "Ready steps whose time has come (the queue depth).",
                                 value=snapshot.claimable)
-        yield GaugeMetricFamily("dae_steps_retrying", "Ready steps waiting out a retry backoff.",
+        yield GaugeMetricFamily("dae_steps_retrying", "Ready steps waiting out a retry backoff or a delaySeconds timer.",
                                 value=snapshot.retrying)
         yield GaugeMetricFamily("dae_oldest_ready_step_age_seconds",
                                 "Age of the oldest claimable step (0 when none waits).",

@@ -15,7 +15,7 @@ from engine import store
 from engine.model import Event
 
 DASHBOARD_PARTIALS = ("_workers.html", "_queue.html", "_limits.html", "_runs.html")
-RUN_PARTIALS = ("_run_header.html", "_llm_usage.html", "_dag.html", "_timeline.html", "_steps.html")
+RUN_PARTIALS = ("_run_header.html", "_waits.html", "_llm_usage.html", "_dag.html", "_timeline.html", "_steps.html")
 DEAD_LETTER_EVENTS = {"step_dead_lettered", "step_redriven", "run_cancelled", "run_completed", "run_failed"}
 
 

@@ -101,6 +101,22 @@ def _slow(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def _agent_with_approval(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
+    # A planner decides the queries at run time; the map step fetches each; a person approves the
+    # summary on the run page before it is sent (Reject dead-letters the wait: the run fails, unsent).
+    fetch = {**_step("tool_call.fetch", tool="fetch_data", count=3), "map": "tool_call.plan"}
+    return [
+        _step("tool_call.plan", tool="plan", topic=knobs.goal, count=knobs.branches),
+        fetch,
+        _step("tool_call.merge", ["tool_call.fetch"], tool="transform", op="top", n=8),
+        _step("llm_call.summarize", ["tool_call.merge"], prompt=f"Summarize for approval: {knobs.goal}"),
+        {"name": "wait.approve", "dependsOn": ["llm_call.summarize"],
+         "input": {"prompt": "Send this summary to the team?", "timeoutSeconds": 3600, "onTimeout": "fail",
+                   "onReject": "fail"}},
+        _step("tool_call.notify", ["wait.approve", "llm_call.summarize"], tool="notify"),
+    ]
+
+
 def _redrive(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
     # The flaky upload fails every attempt of its first budget and is dead-lettered; a redrive
     # grants fresh attempts with higher numbers, and `failTimes` counts by attempt number, so
@@ -126,6 +142,9 @@ WORKFLOWS = {w.key: w for w in (
              "Crunch a slow dataset", _slow),
     Workflow("redrive", "Dead letter, then redrive", "a step fails all its attempts; Redrive it and the run completes",
              "Upload after an outage", _redrive),
+    Workflow("agent_approval", "Agent with approval",
+             "plan → fetch each query (map) → merge → LLM summary → wait for Approve / Reject → notify",
+             "Brief the team on durable agent engines", _agent_with_approval, default_branches=4),
 )}
 
 

@@ -1,4 +1,4 @@
-"""`python -m engine COMMAND`: submit, status, events, cancel, redrive, verify, watch.
+"""`python -m engine COMMAND`: submit, status, events, cancel, redrive, verify, watch, signal, rerun.
 
 Output is JSON (or JSON lines) in the shapes of the HTTP API; errors print a message on stderr and
 exit non-zero (1 for a refused request, 2 for bad usage or an unreachable database).
@@ -6,6 +6,7 @@ exit non-zero (1 for a refused request, 2 for bad usage or an unreachable databa
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from typing import Any
@@ -17,9 +18,10 @@ from engine.config import Settings
 from engine.errors import EngineError, StoreUnavailable
 from engine.eventorder import RunFollower
 from engine.model import Event, RunStatus
+from engine.rerun import rerun_run
 from engine.submit import submit_run
 from engine.verify import verify_all, verify_run
-from engine.wire import event_to_api, run_to_api
+from engine.wire import event_to_api, run_to_api, signal_to_api
 
 
 def _print_json(value: Any) -> None:
@@ -108,7 +110,37 @@ def cmd_watch(conn: psycopg.Connection, settings: Settings, args: argparse.Names
         events = watch.poll(conn)
 
 
-COMMANDS = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
+def _cli_sender() -> str:
+    """Who signals from the CLI, for the audit trail: the local user, as far as it is known."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def cmd_signal(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"--data is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise EngineError("--data must be a JSON object")
+    outcome = store.step_signal(conn, args.run_id, args.step_name, payload, sender=_cli_sender())
+    _print_json(signal_to_api(args.run_id, args.step_name, outcome))
+    return 0
+
+
+def cmd_rerun(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        override = json.loads(args.input) if args.input else None
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"--input is not valid JSON ({exc})") from None
+    print(rerun_run(conn, args.run_id, args.from_step, override, settings, client="cli"))
+    return 0
+
+
+COMMANDS = {"signal": cmd_signal, "rerun": cmd_rerun,
+            "submit": cmd_submit, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
             "redrive": cmd_redrive, "verify": cmd_verify, "watch": cmd_watch}
 
 
@@ -125,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("redrive", help="give a dead-lettered step new attempts").add_argument("step_id", type=int)
     sub.add_parser("verify", help="check the audit-log invariants (all runs, or one)").add_argument(
         "run_id", nargs="?")
+    signal = sub.add_parser("signal", help="resolve a waiting wait.<label> step; the JSON becomes its output")
+    signal.add_argument("run_id")
+    signal.add_argument("step_name")
+    signal.add_argument("--data", default="{}", help='JSON object, e.g. \'{"approved": true}\'')
+    rerun = sub.add_parser("rerun", help="re-run a finished run from a step; prints the new run's id")
+    rerun.add_argument("run_id")
+    rerun.add_argument("--from", dest="from_step", required=True, help="the step to run afresh (and all after it)")
+    rerun.add_argument("--input", help="JSON object of input fields to override on that step")
     watch = sub.add_parser("watch", help="print a run's events live until it is terminal (exit 0 if completed)")
     watch.add_argument("run_id")
     watch.add_argument("--after", type=int, default=0)

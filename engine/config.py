@@ -35,6 +35,7 @@ LLM_STREAM_FLUSH_TOKENS_DEFAULT = 32
 LLM_PRICES_DEFAULT = "gpt-4o-mini=0.00015/0.0006,offline-extractive-1=0.00015/0.0006"
 LIMIT_WINDOW_SECONDS_DEFAULT = 60.0
 RESTART_RELOCK_SECONDS_DEFAULT = 3.0
+MAX_MAP_ITEMS_DEFAULT = 100
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class Settings:
         "env": "MAX_EDGES_PER_RUN", "help": "Largest run accepted, in dependency edges."})
     max_input_bytes: int = field(default=MAX_INPUT_BYTES_DEFAULT, metadata={
         "env": "MAX_INPUT_BYTES", "help": "Largest total size of the steps' inputs of one run (JSON bytes)."})
+    max_map_items: int = field(default=MAX_MAP_ITEMS_DEFAULT, metadata={
+        "env": "MAX_MAP_ITEMS", "help": "Most children one map step may expand into; also the default "
+        "and the upper bound of a step's `maxItems`."})
     max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
         "0 disables the cap."})

@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import Settings
 from engine.errors import InvalidRun, TooLarge
+from engine.primitives import (
+    PRIMITIVE_RUN_KEYS,
+    PRIMITIVE_STEP_KEYS,
+    WAIT_KIND,
+    StepPrimitives,
+    checked_number,
+    parse_deadline,
+    parse_step_primitives,
+)
 
-STEP_KINDS = ("tool_call", "llm_call")
+STEP_KINDS = ("tool_call", "llm_call", WAIT_KIND)
 STEP_NAME = re.compile(r"^(?P<kind>[a-z_]+)\.(?P<label>[A-Za-z0-9_-]{1,64})$")
-STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff", "limitKey"}
-RUN_KEYS = {"goal", "steps", "idempotencyKey", "budget"}
+STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff", "limitKey"} | PRIMITIVE_STEP_KEYS
+RUN_KEYS = {"goal", "steps", "idempotencyKey", "budget"} | PRIMITIVE_RUN_KEYS
 LIMIT_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,100}$")
 MAX_GOAL_CHARS = 500
 MAX_KEY_CHARS = 200
@@ -37,6 +45,7 @@ class StepSpec:
     timeout_seconds: float
     backoff_base: float
     backoff_max: float
+    primitives: StepPrimitives = field(default_factory=StepPrimitives)
     limit_key: str | None = None  # provider limit key; an LLM step defaults to `llm:<model>`
 
 
@@ -46,6 +55,7 @@ class RunSpec:
     steps: tuple[StepSpec, ...]
     idempotency_key: str | None = None
     request_hash: str = field(default="")
+    deadline_seconds: float | None = None
     budget_tokens: int | None = None
     budget_usd: float | None = None
 
@@ -72,13 +82,16 @@ def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpe
     input_bytes = sum(len(_canonical(s.input)) for s in steps)
     if input_bytes > settings.max_input_bytes:
         raise TooLarge(f"the steps' inputs total {input_bytes} bytes, more than the limit of {settings.max_input_bytes}")
+    deadline = parse_deadline(body)
     budget_tokens, budget_usd = _parse_budget(body.get("budget"))
     hashed: dict[str, Any] = {"goal": goal, "steps": raw_steps}
+    if deadline:
+        hashed["deadlineSeconds"] = deadline
     if "budget" in body:  # runs without a budget keep the hash they always had
         hashed["budget"] = body["budget"]
     request_hash = hashlib.sha256(_canonical(hashed).encode()).hexdigest()
     return RunSpec(goal=goal.strip(), steps=steps, idempotency_key=key, request_hash=request_hash,
-                   budget_tokens=budget_tokens, budget_usd=budget_usd)
+                   deadline_seconds=deadline, budget_tokens=budget_tokens, budget_usd=budget_usd)
 
 
 def _parse_budget(budget: object) -> tuple[int | None, float | None]:
@@ -134,6 +147,9 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
         raise InvalidRun(f"{where}: dependsOn must be a list of step names")
     if len(set(depends_on)) != len(depends_on):
         raise InvalidRun(f"{where}: dependsOn lists a step twice")
+    primitives = parse_step_primitives(raw, where, kind, step_input, settings.max_map_items)
+    if primitives.map_source and primitives.map_source not in depends_on:
+        depends_on = [*depends_on, primitives.map_source]  # a map step waits for its source
     max_attempts = _number(raw, "maxAttempts", where, settings.default_max_attempts, 1, MAX_ATTEMPTS_LIMIT, True)
     timeout = _number(raw, "timeoutSeconds", where, settings.step_timeout_seconds, 0.001, MAX_TIMEOUT_SECONDS)
     backoff = raw.get("backoff", {})
@@ -145,9 +161,13 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
     limit_key = raw.get("limitKey")
     if limit_key is not None and (not isinstance(limit_key, str) or not LIMIT_KEY.match(limit_key)):
         raise InvalidRun(f"{where}: limitKey must be 1-100 letters, digits or _ . : / -")
+    if limit_key is not None and kind == WAIT_KIND:
+        # A wait holds no slot and calls no provider while it waits: a limit could only stall it.
+        raise InvalidRun(f"{where}: a wait step takes no limitKey")
     if limit_key is None and kind == "llm_call":
         limit_key = default_llm_limit_key(step_input, settings)
-    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap, limit_key)
+    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap,
+                    primitives, limit_key)
 
 
 def default_llm_limit_key(step_input: dict, settings: Settings) -> str:
@@ -160,14 +180,7 @@ def default_llm_limit_key(step_input: dict, settings: Settings) -> str:
 
 def _number(obj: dict, key: str, where: str, default: float, low: float, high: float,
             integer: bool = False) -> float:
-    """The field's value as an int (`integer`) or else a float, never as the JSON happened to spell
-    it: the store writes each field of all steps as one typed array, which cannot mix int and float."""
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise InvalidRun(f"{where}: {key} must be {'an integer' if integer else 'a number'}")
-    if not math.isfinite(value) or not low <= value <= high:
-        raise InvalidRun(f"{where}: {key} must be between {low:g} and {high:g}")
-    return int(value) if integer else float(value)
+    return checked_number(obj.get(key, default), where, key, low, high, integer)
 
 
 def _check_chaos_knobs(where: str, step_input: dict) -> None:

@@ -1,5 +1,6 @@
 """The engine's model: the states a run, a step and a worker can be in, defined once, and the typed
-records the store returns (`Run`, `Step`, `RunSummary`, `Event`, `WorkerInfo`).
+records the store returns (`Run`, `Step`, `RunSummary`, `Event`, `WorkerInfo`, and the agent
+primitives' `Wait`, `Signal`, `RunLinks`, `SourceRun`).
 
 The database stores states as text (the CHECK constraints in `migrations/` list the same values);
 Python code compares against these members, never against string literals. `StrEnum` members are
@@ -36,6 +37,7 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     DEAD_LETTER = "dead_letter"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # a wait step waiting for its signal: holds no slot, thread or connection
 
     @property
     def terminal(self) -> bool:
@@ -52,8 +54,9 @@ TERMINAL_RUN_STATUSES: frozenset[RunStatus] = frozenset({RunStatus.COMPLETED, Ru
 # A dead-lettered step is terminal until a redrive re-opens it.
 TERMINAL_STEP_STATUSES: frozenset[StepStatus] = frozenset(
     {StepStatus.SUCCEEDED, StepStatus.DEAD_LETTER, StepStatus.CANCELLED})
-# Steps that a worker holds or may claim: a run with any of these is not finished.
-ACTIVE_STEP_STATUSES: frozenset[StepStatus] = frozenset({StepStatus.READY, StepStatus.RUNNING})
+# Steps that can still move on by themselves: a run with any of these is not finished. A waiting
+# step holds no worker, but its signal or its timeout will resolve it.
+ACTIVE_STEP_STATUSES: frozenset[StepStatus] = frozenset({StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING})
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class Run:
     created_at: datetime
     finished_at: datetime | None
     steps: tuple[Step, ...]
+    source_run_id: UUID | None = None  # the run this one re-runs (agent primitives)
+    deadline_at: datetime | None = None  # from `deadlineSeconds`
+    end_reason: str | None = None  # why it ended, when not by its steps (`deadline`)
 
     @property
     def terminal(self) -> bool:
@@ -163,6 +169,79 @@ class QueueSnapshot:
     oldest_ready_seconds: float
     workers_alive: int
     last_event_id: int
+
+
+# Agent primitives (README, "Agent primitives").
+
+@dataclass(frozen=True)
+class Wait:
+    """A wait step as the run page shows it: its prompt and the time left by the database's clock."""
+    step_id: int
+    name: str
+    status: StepStatus
+    prompt: str
+    expires_at: datetime | None
+    seconds_left: float | None  # at the time of the read; None when it has no timeout or is resolved
+    on_timeout: str | None
+    on_reject: str | None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A signal sent to a wait step, accepted or refused. `sender` is the full client address (the
+    `signals` table is the audit of who sent what; public views mask it)."""
+    id: int
+    step_name: str
+    payload: dict[str, Any]
+    sender: str | None
+    accepted: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SignalOutcome:
+    """An accepted signal: the wait's status after it (succeeded, or dead_letter when rejected)."""
+    step_id: int
+    status: StepStatus
+    signal_id: int
+
+
+@dataclass(frozen=True)
+class RunLinks:
+    """A run's place among re-runs, its deadline and why it ended (the run page's header)."""
+    source_run_id: UUID | None
+    reruns: tuple[UUID, ...]
+    deadline_at: datetime | None
+    end_reason: str | None
+
+
+@dataclass(frozen=True)
+class SourceStep:
+    """A step of a run as it was submitted (a map step's children left out), for a re-run."""
+    name: str
+    input: dict[str, Any]
+    depends_on: tuple[str, ...]
+    max_attempts: int
+    timeout_seconds: float
+    backoff_base: float
+    backoff_max: float
+    delay_seconds: float
+    map_source: str | None
+    max_items: int | None
+    status: StepStatus
+    output: Any
+    limit_key: str | None = None  # a map step's is read from its children (they took it over)
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """A finished run as a re-run reads it: its steps as submitted, with their outcomes."""
+    id: UUID
+    goal: str
+    status: RunStatus
+    deadline_seconds: float | None
+    steps: tuple[SourceStep, ...]
+    budget: dict[str, Any] | None = None  # as submitted: {"tokens": N, "usd": x}
 
 
 # -- LLM steps (issue 12): streamed text, usage, budgets and provider limits -------------------

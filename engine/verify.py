@@ -5,15 +5,16 @@ problems as sentences; an empty list means every invariant holds:
 - replaying the events reproduces each step's final status and attempt, and the run's status;
 - no step has more than one recorded success, and attempts only grow;
 - no step started before all of its parents had succeeded;
-- a terminal run is consistent with its steps (a run failed for its budget has no dead letter:
-  its unfinished steps were cancelled);
-- no step started after its run's `budget_exceeded` event.
-
-Events that change no state (`limit_paused`, `budget_exceeded`, ...) are accepted and replayed as
-no-ops; `run_failed` with reason `budget_exceeded` is a run transition like any other.
 - time order agrees with id order for dependent events: a step's transitions are timed in the
   order they were written, and no step's start is timed before its parents' successes;
-- a terminal run is consistent with its steps.
+- a terminal run is consistent with its steps (a run failed by its deadline may have no dead letter;
+  a run failed for its budget has none: its unfinished steps were cancelled);
+- no step started after its run's `budget_exceeded` event.
+
+Events that change no state (`limit_paused`, `budget_exceeded`, `steps_mapped`, ...) are accepted
+and replayed as no-ops; `run_failed` with reason `budget_exceeded` or `deadline` is a run
+transition like any other. Agent primitives replay too: `step_waiting`, a wait's
+`step_signalled`/`step_timed_out` (their `detail.status` is the outcome), a re-run's `step_reused`.
 """
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ STEP_TRANSITIONS: dict[str, StepStatus] = {
     "step_ready": StepStatus.READY, "step_started": StepStatus.RUNNING, "step_succeeded": StepStatus.SUCCEEDED,
     "step_retry_scheduled": StepStatus.READY, "step_dead_lettered": StepStatus.DEAD_LETTER,
     "step_reclaimed": StepStatus.READY, "step_cancelled": StepStatus.CANCELLED, "step_redriven": StepStatus.READY,
+    # agent primitives (migration 0006)
+    "step_waiting": StepStatus.WAITING, "step_reused": StepStatus.SUCCEEDED,
 }
+# Transitions whose outcome the event's detail names (`detail.status`): a signal accepts or rejects
+# a wait, a timeout fails it or lets it continue.
+STEP_OUTCOME_EVENTS = {"step_signalled", "step_timed_out"}
 RUN_TRANSITIONS: dict[str, RunStatus] = {
     "run_created": RunStatus.RUNNING, "run_completed": RunStatus.COMPLETED, "run_failed": RunStatus.FAILED,
     "run_cancelled": RunStatus.CANCELLED}
@@ -54,16 +60,25 @@ def replay(events: Sequence[Event], parents: Mapping[int, Sequence[int]]) -> Rep
             state.run_status = RUN_TRANSITIONS[kind]
         if kind == "step_redriven" and (event.detail or {}).get("runReopened"):
             state.run_status = RunStatus.RUNNING
-        if step_id is None or kind not in STEP_TRANSITIONS:
+        new_status = step_transition(event)
+        if step_id is None or new_status is None:
             continue
         if kind == "step_started":
             _check_start(state, event, step_id, parents.get(step_id, []))
-        if kind == "step_succeeded":
+        if new_status == StepStatus.SUCCEEDED:
             state.successes[step_id] = state.successes.get(step_id, 0) + 1
             if state.successes[step_id] > 1:
                 state.problems.append(f"step {event.step} ({step_id}) has {state.successes[step_id]} recorded successes")
-        state.status[step_id] = STEP_TRANSITIONS[kind]
+        state.status[step_id] = new_status
     return state
+
+
+def step_transition(event: Event) -> StepStatus | None:
+    """The status a step event moves its step to, or None for an event that moves no step."""
+    if event.type in STEP_OUTCOME_EVENTS:
+        outcome = (event.detail or {}).get("status")
+        return StepStatus(outcome) if outcome else None  # a refused signal changes nothing
+    return STEP_TRANSITIONS.get(event.type)
 
 
 def _check_start(state: Replay, event: Event, step_id: int, parent_ids: Sequence[int]) -> None:
@@ -91,14 +106,15 @@ def check_time_order(events: Sequence[Event], parents: Mapping[int, Sequence[int
     succeeded_at: dict[int, datetime] = {}
     for event in events:
         kind, step_id = event.type, event.step_id
-        if step_id is None or kind not in STEP_TRANSITIONS:
+        new_status = step_transition(event)
+        if step_id is None or new_status is None:
             continue
         when = event.ts
         if step_id in last and when < last[step_id][0]:
             problems.append(f"step {event.step} ({step_id}): event {event.id} ({kind}) is timed "
                             f"{_ms(last[step_id][0] - when)} before the step's earlier event {last[step_id][1]}")
         last[step_id] = (when, event.id)
-        if kind == "step_succeeded":
+        if new_status == StepStatus.SUCCEEDED:
             succeeded_at[step_id] = when
         if kind == "step_started":
             early = [p for p in parents.get(step_id, []) if p in succeeded_at and when < succeeded_at[p]]
@@ -122,12 +138,13 @@ def check_run(run: Run, events: Sequence[Event]) -> list[str]:
         problems.extend(_step_matches_replay(step, state))
     if state.run_status != run.status:
         problems.append(f"run is {run.status} but its events replay to {state.run_status}")
+    deadline = any(e.type == "run_deadline_exceeded" for e in events)
     stopped_for_budget = next((e.id for e in events if e.type == "budget_exceeded"), None)
     if stopped_for_budget is not None:
         late = [e.step for e in events if e.type == "step_started" and e.id > stopped_for_budget]
         if late:
             problems.append(f"step(s) {late} started after the run's budget was exceeded")
-    problems.extend(_run_consistency(run, budget_failed=stopped_for_budget is not None))
+    problems.extend(_run_consistency(run, deadline, budget_failed=stopped_for_budget is not None))
     return problems
 
 
@@ -144,7 +161,7 @@ def _step_matches_replay(step: Step, state: Replay) -> list[str]:
     return problems
 
 
-def _run_consistency(run: Run, budget_failed: bool = False) -> list[str]:
+def _run_consistency(run: Run, deadline_exceeded: bool = False, budget_failed: bool = False) -> list[str]:
     statuses = [s.status for s in run.steps]
     active = sum(s in ACTIVE_STEP_STATUSES for s in statuses)
     dead = statuses.count(StepStatus.DEAD_LETTER)
@@ -155,7 +172,7 @@ def _run_consistency(run: Run, budget_failed: bool = False) -> list[str]:
         return [f"run is completed but its steps are {seen}"]
     if status == RunStatus.FAILED and budget_failed and not active:
         return []
-    if status == RunStatus.FAILED and (dead == 0 or active):
+    if status == RunStatus.FAILED and ((dead == 0 and not deadline_exceeded) or active):
         return [f"run is failed with {dead} dead-lettered and {active} ready/running step(s)"]
     if status == RunStatus.CANCELLED and active:
         return [f"run is cancelled but {active} step(s) are still ready/running"]

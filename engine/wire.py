@@ -9,7 +9,18 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from engine.model import Event, ProviderLimit, Run, RunUsage, Step, StepStream, StreamPart, Usage, WorkerInfo
+from engine.model import (
+    Event,
+    ProviderLimit,
+    Run,
+    RunUsage,
+    SignalOutcome,
+    Step,
+    StepStream,
+    StreamPart,
+    Usage,
+    WorkerInfo,
+)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -29,10 +40,15 @@ def step_to_api(step: Step) -> dict[str, Any]:
 
 
 def run_to_api(run: Run, usage: RunUsage | None = None) -> dict[str, Any]:
-    """`GET /api/runs/<id>` and `python -m engine status`; with `usage`, each LLM step gets a
-    `usage` and the run its `usage` totals and `budget`."""
-    body = {"id": str(run.id), "goal": run.goal, "status": run.status.value,
-            "steps": [step_to_api(step) for step in run.steps]}
+    """`GET /api/runs/<id>` and `python -m engine status`. A re-run names its source
+    (`sourceRunId`); a run ended by something other than its steps says why (`endReason`); with
+    `usage`, each LLM step gets a `usage` and the run its `usage` totals and `budget`."""
+    body: dict[str, Any] = {"id": str(run.id), "goal": run.goal, "status": run.status.value,
+                            "steps": [step_to_api(step) for step in run.steps]}
+    if run.source_run_id is not None:
+        body["sourceRunId"] = str(run.source_run_id)
+    if run.end_reason is not None:
+        body["endReason"] = run.end_reason
     if usage is not None:
         for step in body["steps"]:
             if step["id"] in usage.steps:
@@ -40,6 +56,12 @@ def run_to_api(run: Run, usage: RunUsage | None = None) -> dict[str, Any]:
         body["usage"] = usage_to_api(usage.total)
         body["budget"] = budget_to_api(usage)
     return body
+
+
+def signal_to_api(run_id: UUID | str, step_name: str, outcome: SignalOutcome) -> dict[str, Any]:
+    """The answer to `POST /api/runs/<id>/signals/<step>` and `python -m engine signal`."""
+    return {"runId": str(run_id), "step": step_name, "stepId": outcome.step_id, "status": outcome.status.value,
+            "signalId": outcome.signal_id}
 
 
 def usage_to_api(usage: Usage) -> dict[str, Any]:

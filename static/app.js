@@ -6,6 +6,7 @@
 
   var FEED_MAX = 40;
   var openDetails = [];
+  var keptValues = {};
   var logAtBottom = true;
 
   function setLive(on) {
@@ -44,6 +45,11 @@
   document.addEventListener("htmx:wsBeforeMessage", function () {
     var open = document.querySelectorAll("details[data-keep][open]");
     openDetails = Array.prototype.map.call(open, function (d) { return d.getAttribute("data-keep"); });
+    // A redraw also replaces the approval form: keep what the visitor was typing.
+    keptValues = {};
+    Array.prototype.forEach.call(document.querySelectorAll("input[data-keep]"), function (input) {
+      if (input.value) keptValues[input.getAttribute("data-keep")] = input.value;
+    });
     var log = eventLog();
     logAtBottom = !log || log.scrollHeight - log.scrollTop - log.clientHeight < 32;
   });
@@ -52,6 +58,10 @@
     openDetails.forEach(function (key) {
       var details = document.querySelector('details[data-keep="' + key + '"]');
       if (details) details.open = true;
+    });
+    Object.keys(keptValues).forEach(function (key) {
+      var input = document.querySelector('input[data-keep="' + key + '"]');
+      if (input && !input.value) input.value = keptValues[key];
     });
     var feed = document.getElementById("event-feed");
     while (feed && feed.children.length > FEED_MAX) feed.removeChild(feed.lastElementChild);

@@ -17,6 +17,7 @@ from engine import store
 from engine.config import Settings
 from engine.errors import StoreUnavailable
 from engine.store.maintenance import PRUNE_BATCH, runs_prune
+from engine.store.timers import expire_timers
 from worker.connections import ReconnectingConnection, StopRequested
 from worker.inflight import InFlightTable
 
@@ -62,6 +63,7 @@ class Reaper:
                                                     self.settings.restart_relock_seconds)
             if now >= self.next_lease_sweep:
                 reclaimed += store.reclaim_expired_leases(conn, self.name)
+                expire_timers(conn, self.name)
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)
             if now >= self.next_prune:
                 pruned = runs_prune(conn, self.settings.retention_hours)

@@ -25,7 +25,8 @@ def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
         encoded = json.dumps(output)
         if len(encoded) > MAX_OUTPUT_BYTES:
             raise PermanentError(f"output is {len(encoded)} bytes, more than {MAX_OUTPUT_BYTES}")
-        return StepResult(step.id, step.attempt, ok=True, output_json=encoded, run_id=step.run_id)
+        return StepResult(step.id, step.attempt, ok=True, output_json=encoded, run_id=step.run_id,
+                          feeds_map=step.feeds_map)
     except StoreUnavailable as exc:  # the engine's database, reached through the tool's connection
         return StepResult(step.id, step.attempt, ok=False, error=str(exc)[:MAX_ERROR_CHARS], give_back=True,
                           run_id=step.run_id)

@@ -20,6 +20,7 @@ from engine.store.events import (
 )
 from engine.store.notify import notify_after_commit, wait_for_notify
 from engine.store.recovery import reclaim_dead_workers, reclaim_expired_leases
+from engine.store.rerun import run_links
 from engine.store.runs import (
     run_cancel,
     run_get,
@@ -39,6 +40,7 @@ from engine.store.steps import (
     step_release,
     step_seconds_until_ready,
 )
+from engine.store.waits import signals_for_run, step_signal, waits_for_run
 from engine.store.workers import (
     worker_lock_liveness,
     worker_register,
@@ -55,4 +57,6 @@ __all__ = [
     "step_heartbeat", "step_seconds_until_ready", "steps_by_id", "step_record_and_claim", "step_redrive", "step_release",
     "worker_lock_liveness", "worker_register", "worker_stopped",
     "worker_touch", "workers_list",
+    # agent primitives
+    "run_links", "signals_for_run", "step_signal", "waits_for_run",
 ]

@@ -38,7 +38,7 @@ _FAIL_RUN = """
 WITH cancelled AS (
     UPDATE steps SET status = 'cancelled', finished_at = now(),
            lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
-    WHERE run_id = %(run)s AND status IN ('pending', 'ready', 'running')
+    WHERE run_id = %(run)s AND status IN ('pending', 'ready', 'running', 'waiting')
     RETURNING id, attempt
 )
 INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
@@ -59,7 +59,8 @@ def runs_fail_over_budget(conn: psycopg.Connection, worker: str | None) -> list[
     failed = []
     for row in conn.execute(_OVER_BUDGET).fetchall():
         conn.execute(_FAIL_RUN, {"run": row["run_id"], "worker": worker})
-        if conn.execute("UPDATE runs SET status = 'failed', finished_at = now() WHERE id = %s AND status = 'running' "
+        if conn.execute("UPDATE runs SET status = 'failed', finished_at = now(), end_reason = 'budget_exceeded' "
+                        "WHERE id = %s AND status = 'running' "
                         "RETURNING id", (row["run_id"],)).fetchone() is None:
             continue
         detail = {"reason": "budget_exceeded",

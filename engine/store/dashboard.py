@@ -12,7 +12,7 @@ from engine.model import DeadLetter, Event, QueueSnapshot, RunStatus, StepStatus
 from engine.store.events import SELECT_EVENTS, event_from_row
 
 # One round trip for the dashboard and for every scrape. "retrying" are ready steps that wait out a
-# backoff (run_at in the future); "ready" are claimable now.
+# backoff or a delaySeconds timer (run_at in the future); "ready" are claimable now.
 _QUEUE = """
 SELECT
   (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM

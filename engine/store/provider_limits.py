@@ -81,7 +81,8 @@ WITH picked AS (
 )
 SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
                       FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                      WHERE d.step_id = c.id), '{{}}'::jsonb) AS parents
+                      WHERE d.step_id = c.id), '{{}}'::jsonb) AS parents,
+       EXISTS (SELECT 1 FROM steps m WHERE m.map_source_id = c.id) AS feeds_map
 FROM claimed c
 """
 

@@ -11,9 +11,11 @@ import psycopg
 from engine.dag import RunSpec
 from engine.errors import Conflict, NotFound, RateLimited
 from engine.model import Run, RunStatus, RunSummary, Step, StepStatus
+from engine.primitives import WAIT_KIND
 from engine.store.budgets import llm_run_extras
 from engine.store.ids import as_run_id
 from engine.store.notify import notify_after_commit
+from engine.store.primitives import primitives_apply
 
 _INSERT_RUN = """
 INSERT INTO runs (goal, idempotency_key, request_hash, client, step_count)
@@ -53,31 +55,41 @@ def run_submit(conn: psycopg.Connection, spec: RunSpec, client: str | None = Non
     """Store a validated run; returns (run id, created). A repeated idempotency key returns the
     existing run (created=False); the same key with a different body raises Conflict."""
     with conn.transaction():
-        if spec.idempotency_key:
-            existing = _run_by_key(conn, spec)
-            if existing:
-                return existing, False
-        _check_active_caps(conn, client, max_active, max_active_per_client)
-        row = conn.execute(_INSERT_RUN, {"goal": spec.goal, "key": spec.idempotency_key, "hash": spec.request_hash,
-                                         "client": client, "count": len(spec.steps)}).fetchone()
-        if row is None:  # a concurrent submission with the same key committed first
-            existing = _run_by_key(conn, spec)
-            assert existing is not None
+        run_id, created = run_insert(conn, spec, client, max_active, max_active_per_client)
+    if created:
+        notify_after_commit(conn, steps_ready=True)
+    return run_id, created
+
+
+def run_insert(conn: psycopg.Connection, spec: RunSpec, client: str | None = None,
+               max_active: int = 0, max_active_per_client: int = 0) -> tuple[UUID, bool]:
+    """`run_submit` without its transaction and its wake-up, for a caller that stores more in the
+    same transaction (a re-run) and notifies after its commit."""
+    if spec.idempotency_key:
+        existing = _run_by_key(conn, spec)
+        if existing:
             return existing, False
-        run_id = row["id"]
-        edges = [(s.name, parent) for s in spec.steps for parent in s.depends_on]
-        conn.execute(_INSERT_STEPS, {
-            "run": run_id, "goal": spec.goal, "count": len(spec.steps),
-            "names": [s.name for s in spec.steps], "kinds": [s.kind for s in spec.steps],
-            "tools": [s.tool for s in spec.steps], "inputs": [json.dumps(s.input) for s in spec.steps],
-            "max_attempts": [s.max_attempts for s in spec.steps],
-            "timeouts": [s.timeout_seconds for s in spec.steps],
-            "bases": [s.backoff_base for s in spec.steps], "caps": [s.backoff_max for s in spec.steps],
-            "deps": [len(s.depends_on) for s in spec.steps],
-            "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
-        })
-        llm_run_extras(conn, run_id, spec)  # limit keys and budget
-    notify_after_commit(conn, steps_ready=True)
+    _check_active_caps(conn, client, max_active, max_active_per_client)
+    row = conn.execute(_INSERT_RUN, {"goal": spec.goal, "key": spec.idempotency_key, "hash": spec.request_hash,
+                                     "client": client, "count": len(spec.steps)}).fetchone()
+    if row is None:  # a concurrent submission with the same key committed first
+        existing = _run_by_key(conn, spec)
+        assert existing is not None
+        return existing, False
+    run_id = row["id"]
+    edges = [(s.name, parent) for s in spec.steps for parent in s.depends_on]
+    conn.execute(_INSERT_STEPS, {
+        "run": run_id, "goal": spec.goal, "count": len(spec.steps),
+        "names": [s.name for s in spec.steps], "kinds": [s.kind for s in spec.steps],
+        "tools": [s.tool for s in spec.steps], "inputs": [json.dumps(s.input) for s in spec.steps],
+        "max_attempts": [s.max_attempts for s in spec.steps],
+        "timeouts": [s.timeout_seconds for s in spec.steps],
+        "bases": [s.backoff_base for s in spec.steps], "caps": [s.backoff_max for s in spec.steps],
+        "deps": [len(s.depends_on) for s in spec.steps],
+        "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
+    })
+    primitives_apply(conn, run_id, spec)
+    llm_run_extras(conn, run_id, spec)  # limit keys and budget
     return run_id, True
 
 
@@ -115,14 +127,15 @@ FROM steps s
 def run_get(conn: psycopg.Connection, run_id: UUID | str) -> Run:
     """The run and all of its steps; NotFound for an unknown (or malformed) id."""
     run_id = as_run_id(run_id)
-    run = conn.execute("SELECT id, goal, status, idempotency_key, created_at, finished_at "
-                       "FROM runs WHERE id = %s", (run_id,)).fetchone()
+    run = conn.execute("SELECT id, goal, status, idempotency_key, created_at, finished_at, source_run_id, "
+                       "deadline_at, end_reason FROM runs WHERE id = %s", (run_id,)).fetchone()
     if run is None:
         raise NotFound(f"no run {run_id}")
     steps = conn.execute(_SELECT_STEPS + " WHERE s.run_id = %s ORDER BY s.id", (run_id,)).fetchall()
     return Run(id=run["id"], goal=run["goal"], status=RunStatus(run["status"]),
                idempotency_key=run["idempotency_key"], created_at=run["created_at"],
-               finished_at=run["finished_at"], steps=tuple(_step_from_row(s) for s in steps))
+               finished_at=run["finished_at"], steps=tuple(_step_from_row(s) for s in steps),
+               source_run_id=run["source_run_id"], deadline_at=run["deadline_at"], end_reason=run["end_reason"])
 
 
 def steps_by_id(conn: psycopg.Connection, step_ids: list[int]) -> dict[int, Step]:
@@ -168,7 +181,7 @@ def run_cancel(conn: psycopg.Connection, run_id: UUID | str, by: str | None = No
             WITH cancelled AS (
                 UPDATE steps SET status = 'cancelled', finished_at = now(),
                        lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
-                WHERE run_id = %(run)s AND status IN ('pending', 'ready', 'running')
+                WHERE run_id = %(run)s AND status IN ('pending', 'ready', 'running', 'waiting')
                   AND EXISTS (SELECT 1 FROM runs WHERE id = %(run)s AND status = 'running')
                 RETURNING id, attempt
             )
@@ -197,14 +210,17 @@ def step_redrive(conn: psycopg.Connection, step_id: int, by: str | None = None) 
             UPDATE steps s SET status = 'ready', attempt_limit = s.attempt + s.max_attempts, run_at = now(),
                    finished_at = NULL
             FROM runs r
-            WHERE s.id = %s AND s.status = 'dead_letter' AND r.id = s.run_id AND r.status IN ('running', 'failed')
+            WHERE s.id = %s AND s.status = 'dead_letter' AND s.kind <> 'wait' AND r.id = s.run_id
+              AND r.status IN ('running', 'failed')
             RETURNING s.id, s.run_id, s.attempt, s.attempt_limit, r.status AS run_status
             """, (step_id,)).fetchone()
         if row is None:
-            current = conn.execute("SELECT s.status, r.status AS run_status FROM steps s JOIN runs r ON r.id = s.run_id "
-                                   "WHERE s.id = %s", (step_id,)).fetchone()
+            current = conn.execute("SELECT s.status, s.kind, r.status AS run_status FROM steps s "
+                                   "JOIN runs r ON r.id = s.run_id WHERE s.id = %s", (step_id,)).fetchone()
             if current is None:
                 raise NotFound(f"no step {step_id}")
+            if current["kind"] == WAIT_KIND:  # no worker can resolve a wait; a re-run asks again
+                raise Conflict(f"step {step_id} is a wait that was rejected or timed out; re-run from it to ask again")
             if current["status"] != StepStatus.DEAD_LETTER:
                 raise Conflict(f"step {step_id} is {current['status']}, only a dead-lettered step can be redriven")
             raise Conflict(f"step {step_id} belongs to a {current['run_status']} run")

@@ -12,6 +12,7 @@ from uuid import UUID
 import psycopg
 
 from engine.store.errors import translated
+from engine.store.maps import EXPAND_MAPS, ready_count
 from engine.store.notify import notify_after_commit, queue_notify_after_record
 
 _CLAIM = """
@@ -35,7 +36,8 @@ WITH picked AS (
 )
 SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
                       FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents
+                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents,
+       EXISTS (SELECT 1 FROM steps m WHERE m.map_source_id = c.id) AS feeds_map
 FROM claimed c
 """
 
@@ -43,10 +45,24 @@ FROM claimed c
 # was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
 # longer matches are audited as discarded.
 _RECORD = """
-WITH input AS (
+WITH raw AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::bool[], %(outputs)s::jsonb[],
                          %(errors)s::text[], %(delays)s::float8[], %(dead)s::bool[])
         AS t(id, attempt, ok, output, error, delay, dead)
+), input AS (
+    -- A success that feeds a map step must carry a list `items` within the map's maxItems, or it is
+    -- dead-lettered here, before any child exists (an index probe that finds nothing for most steps).
+    SELECT r.id, r.attempt, r.ok AND m.error IS NULL AS ok, r.output, coalesce(m.error, r.error) AS error,
+           r.delay, r.dead OR m.error IS NOT NULL AS dead
+    FROM raw r LEFT JOIN LATERAL (
+        SELECT e.error FROM steps m, LATERAL (SELECT CASE
+            WHEN jsonb_typeof(r.output -> 'items') IS DISTINCT FROM 'array'
+            THEN format('permanent: map step %%s needs a list in this step''s output field "items"', m.name)
+            WHEN jsonb_array_length(r.output -> 'items') > m.map_max_items
+            THEN format('permanent: output has %%s items, more than maxItems %%s of map step %%s',
+                        jsonb_array_length(r.output -> 'items'), m.map_max_items, m.name) END AS error) e
+        WHERE r.ok AND m.map_source_id = r.id AND e.error IS NOT NULL
+        ORDER BY m.id LIMIT 1) m ON true
 ), done AS (
     UPDATE steps s
     SET status = 'succeeded', output = i.output, finished_at = now(), last_error = NULL,
@@ -66,12 +82,17 @@ WITH input AS (
 ), promoted AS (
     UPDATE steps c
     SET pending_deps = c.pending_deps - x.n,
-        status = CASE WHEN c.pending_deps = x.n THEN 'ready' ELSE c.status END,
-        run_at = now()
+        -- a wait step waits for its signal instead; delaySeconds is a durable timer (run_at)
+        status = CASE WHEN c.pending_deps <> x.n THEN c.status WHEN c.kind = 'wait' THEN 'waiting' ELSE 'ready' END,
+        wait_expires_at = CASE WHEN c.pending_deps = x.n AND c.kind = 'wait'
+                               THEN now() + make_interval(secs => c.wait_timeout_seconds) END,
+        -- a map step's delay is its children's: the collector itself is not delayed
+        run_at = now() + make_interval(secs => CASE WHEN c.kind = 'map' THEN 0 ELSE c.delay_seconds END)
     FROM (SELECT d.step_id, count(*)::int AS n
           FROM step_deps d JOIN done ON d.depends_on = done.id GROUP BY d.step_id) x
     WHERE c.id = x.step_id AND c.status = 'pending'
-    RETURNING c.id, c.run_id, c.status
+    RETURNING c.id, c.run_id, c.status, CASE WHEN c.kind = 'map' THEN 0 ELSE c.delay_seconds END AS delay_seconds,
+              c.wait_expires_at
 ), discarded AS (
     SELECT s.run_id, s.id, i.attempt, i.ok, s.status AS current_status, s.attempt AS current_attempt
     FROM input i JOIN steps s ON s.id = i.id
@@ -95,7 +116,12 @@ WITH input AS (
                                   'currentStatus', current_status, 'currentAttempt', current_attempt)
         FROM discarded
         UNION ALL
-        SELECT 2, run_id, id, 'step_ready', NULL, NULL FROM promoted WHERE status = 'ready'
+        SELECT 2, run_id, id, 'step_ready', NULL,
+               CASE WHEN delay_seconds > 0 THEN jsonb_build_object('delaySeconds', delay_seconds) END
+        FROM promoted WHERE status = 'ready'
+        UNION ALL
+        SELECT 2, run_id, id, 'step_waiting', NULL, jsonb_build_object('expiresAt', wait_expires_at)
+        FROM promoted WHERE status = 'waiting'
     ) rows ORDER BY ord, step_id
 )
 SELECT (SELECT count(*) FROM promoted WHERE status = 'ready')
@@ -107,13 +133,13 @@ _LOCK_RUNS = """
 SELECT id FROM runs WHERE id = ANY(%(runs)s) AND status = 'running' ORDER BY id FOR NO KEY UPDATE
 """
 
-# A run completes when every step succeeded; it fails when nothing is ready or running and at
+# A run completes when every step succeeded; it fails when nothing is ready, running or waiting and at
 # least one step is dead-lettered (pending steps behind it can never become ready).
 _FINALIZE_RUNS = """
 WITH agg AS (
     SELECT run_id, count(*) AS total,
            count(*) FILTER (WHERE status = 'succeeded') AS ok,
-           count(*) FILTER (WHERE status IN ('ready', 'running')) AS active,
+           count(*) FILTER (WHERE status IN ('ready', 'running', 'waiting')) AS active,
            count(*) FILTER (WHERE status = 'dead_letter') AS dead
     FROM steps WHERE run_id = ANY(%(runs)s) GROUP BY run_id
 ), finished AS (
@@ -168,6 +194,7 @@ class ClaimedStep:
     backoff_base: float
     backoff_max: float
     parents: dict[str, Any]
+    feeds_map: bool = False  # a map step fans out over this step's output (engine/store/maps.py)
     limit_key: str | None = None  # the provider limit that admitted it (limited claims only)
 
     @property
@@ -188,6 +215,7 @@ class StepResult:
     delay_seconds: float = 0.0
     dead_letter: bool = False
     run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
+    feeds_map: bool = False  # from ClaimedStep: its success must expand a map step
     # The database was unavailable to the tool: not the step's fault, so the worker releases the step
     # without using the attempt instead of recording this result (worker/worker.py).
     give_back: bool = False
@@ -251,18 +279,21 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         # Inside a caller's transaction (tests compose writes): a savepoint, no wake-up of its own.
         with conn.pipeline(), conn.transaction():
-            recorded, claim = _record_statements(conn, worker, worker_id, params, runs, limit, lease_seconds)
-        return _record_outcome(recorded, claim)
+            recorded, expanded, claim = _record_statements(conn, worker, worker_id, params, results, runs, limit,
+                                                          lease_seconds)
+        return _record_outcome(recorded, expanded, claim)
     # One round trip: BEGIN … COMMIT and the wake-up behind it go out together and are answered at
     # one Sync (psycopg's transaction block would sync before and after its COMMIT). After an
     # error, Postgres skips everything up to the Sync, COMMIT included: the transaction is left
     # failed and is rolled back here; an error after the COMMIT (the wake-up) leaves it committed.
     recorded: psycopg.Cursor | None = None
+    expanded: psycopg.Cursor | None = None
     claim: psycopg.Cursor | None = None
     try:
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
-            recorded, claim = _record_statements(conn, worker, worker_id, params, runs, limit, lease_seconds)
+            recorded, expanded, claim = _record_statements(conn, worker, worker_id, params, results, runs, limit,
+                                                          lease_seconds)
             conn.execute("COMMIT")
             if announce:
                 queue_notify_after_record(conn, runs)
@@ -274,24 +305,30 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
                 conn.rollback()
             raise
         # Only the wake-up failed: the outcomes are committed; a lost wake-up costs latency.
-    return _record_outcome(recorded, claim)
+    return _record_outcome(recorded, expanded, claim)
 
 
-def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, params: dict, runs: list,
-                       limit: int, lease_seconds: float) -> tuple[psycopg.Cursor, psycopg.Cursor | None]:
-    """Queue the record, the runs' lock and finalization, and the claim (pipeline mode)."""
+def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, params: dict,
+                       results: list[StepResult], runs: list, limit: int, lease_seconds: float,
+                       ) -> tuple[psycopg.Cursor, psycopg.Cursor | None, psycopg.Cursor | None]:
+    """Queue the record, the map expansion, the runs' lock and finalization, and the claim (pipeline mode)."""
     recorded = conn.execute(_RECORD, params)
+    # Only a batch with a map source pays for the expansion statement (~0.1 ms of server time).
+    sources = [r.step_id for r in results if r.ok and r.feeds_map]
+    expanded = conn.execute(EXPAND_MAPS, {"ids": sources}) if sources else None
     conn.execute(_LOCK_RUNS, {"runs": runs})
     conn.execute(_FINALIZE_RUNS, {"runs": runs})
     claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
                                   "lease": lease_seconds}) if limit > 0 else None
-    return recorded, claim
+    return recorded, expanded, claim
 
 
-def _record_outcome(recorded: psycopg.Cursor, claim: psycopg.Cursor | None) -> tuple[RecordSummary, list[ClaimedStep]]:
+def _record_outcome(recorded: psycopg.Cursor, expanded: psycopg.Cursor | None,
+                    claim: psycopg.Cursor | None) -> tuple[RecordSummary, list[ClaimedStep]]:
     summary = recorded.fetchone()
+    mapped = ready_count(expanded.fetchall()) if expanded is not None else 0
     claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
-    return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
+    return RecordSummary(summary["discarded"], summary["newly_ready"] + mapped), claimed
 
 
 @translated

@@ -64,7 +64,14 @@ def tool_names() -> set[str]:
 
 
 def run_step(kind: str, tool: str | None, ctx: StepContext) -> dict:
-    """Apply the chaos knobs of the input, then run the tool or the LLM call."""
+    """Apply the chaos knobs of the input, then run the tool or the LLM call. An expanded map step
+    runs no handler: it collects its children's outputs (its chaos knobs were meant for them)."""
+    if kind == "map":
+        from engine.primitives import collect_map_outputs
+        return collect_map_outputs(ctx.step_name, ctx.parents)
+    if kind == "wait":  # a redriven wait would get here; waits are resolved by signals only
+        from engine.errors import PermanentError
+        raise PermanentError("a wait step is resolved by a signal, never by a worker")
     apply_chaos(ctx)
     if kind == "llm_call":
         from engine.tools.llm import llm_call

@@ -1,4 +1,4 @@
-"""The built-in demo tools: fetch_data, transform, notify, sleep. Offline and deterministic."""
+"""The built-in demo tools: fetch_data, transform, notify, sleep, plan. Offline and deterministic."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,9 @@ _TOPICS = ("latency", "throughput", "recovery", "durability", "cost", "accuracy"
 def fetch_data(ctx: StepContext) -> dict:
     """Fetch a small dataset about `query` (default: the step's name). Deterministic, so a re-run
     returns the same data; `count` items, at most 50."""
-    query = str(ctx.input.get("query") or ctx.input.get("source") or ctx.step_name)
+    item = ctx.input.get("item")  # a map child's item: a query, or an object with one
+    item_query = item.get("query") if isinstance(item, dict) else item
+    query = str(ctx.input.get("query") or item_query or ctx.input.get("source") or ctx.step_name)
     count = max(1, min(int(ctx.input.get("count", 5)), 50))
     seed = hashlib.sha256(query.encode()).digest()
     items = []
@@ -28,7 +30,12 @@ def transform(ctx: StepContext) -> dict:
     items: list[dict[str, Any]] = []
     for parent in sorted(ctx.parents):
         output = ctx.parents[parent] or {}
-        items.extend(output.get("items", []) if isinstance(output, dict) else [])
+        for item in output.get("items", []) if isinstance(output, dict) else []:
+            # A map step's items are its children's outputs: merge the items inside them.
+            if isinstance(item, dict) and isinstance(item.get("items"), list):
+                items.extend(item["items"])
+            else:
+                items.append(item)
     op = ctx.input.get("op", "merge")
     if op == "top":
         items = sorted(items, key=lambda item: item.get("score", 0), reverse=True)[: int(ctx.input.get("n", 5))]
@@ -51,6 +58,16 @@ def notify(ctx: StepContext) -> dict:
             "message": message[:500]}
 
 
+def plan(ctx: StepContext) -> dict:
+    """A planner: `count` queries (default 3, at most 100) about `topic` (default: the run's goal
+    as given in `topic`, else the step's name), as the list `items` a map step fans out over."""
+    topic = str(ctx.input.get("topic") or ctx.step_name)
+    count = max(0, min(int(ctx.input.get("count", 3)), 100))
+    angles = ("background", "recent results", "open problems", "costs", "risks", "alternatives")
+    items = [{"query": f"{topic}: {angles[i % len(angles)]} #{i + 1}"} for i in range(count)]
+    return {"topic": topic, "items": items, "count": count}
+
+
 def sleep(ctx: StepContext) -> dict:
     """Wait `seconds` (default 1), waking early if the attempt is taken away."""
     seconds = float(ctx.input.get("seconds", 1))
@@ -65,4 +82,4 @@ def _summary_line(ctx: StepContext) -> str:
     return f"step {ctx.step_name} finished"
 
 
-TOOLS = {"fetch_data": fetch_data, "transform": transform, "notify": notify, "sleep": sleep}
+TOOLS = {"fetch_data": fetch_data, "transform": transform, "notify": notify, "sleep": sleep, "plan": plan}

@@ -3,6 +3,9 @@ and executed against a real `python -m app` with real workers: each JSON run bod
 `POST /runs` and `POST /api/runs` and must complete; each `curl` command runs with real curl,
 against this server instead of localhost:8080, and must answer the status its `# → NNN` comment
 states (2xx when it states none). Issue 15: the README's own run example answered 500.
+
+A run a curl example submits must complete, unless its comment says it ends up waiting ("the run
+is waiting at wait.<label>"): then the test waits for that, and a later example signals it.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ class CurlExample:
         self.arguments = shlex.split(self.text)
         documented = re.search(r"→ (\d{3})", " ".join([comment, *comments]))
         self.status = int(documented.group(1)) if documented else None
+        waiting = re.search(r"the run is waiting at (wait\.\S+)", " ".join([comment, *comments]))
+        self.waits_at = waiting.group(1) if waiting else None
 
     def argument_after(self, flag: str) -> str | None:
         return self.arguments[self.arguments.index(flag) + 1] if flag in self.arguments else None
@@ -92,6 +97,15 @@ def test_the_readme_has_the_examples_this_module_runs() -> None:
                and any("dependsOn" in step for step in example.body["steps"]) for example in seed)
 
 
+def waiting(server, run_id: str, step: str) -> None:
+    def at_the_wait() -> bool:
+        status, run = server.json("GET", f"/api/runs/{run_id}")
+        assert status == 200 and run["status"] == "running", run
+        return any(s["name"] == step and s["status"] == "waiting" for s in run["steps"])
+
+    wait_for(at_the_wait, 60, f"run {run_id} to wait at {step}")
+
+
 def completed(server, run_id: str, conn) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         status, run = server.json("GET", f"/api/runs/{run_id}")
@@ -134,4 +148,7 @@ def test_every_curl_example_answers_as_documented(server, module_workers, module
             assert 200 <= int(status) < 300, f"{example.text}\n{status} {body}"
         if "POST" in arguments and body.startswith("{") and "runId" in (answer := json.loads(body)):
             run_id = answer["runId"]
-            completed(server, run_id, module_conn)
+            if example.waits_at:
+                waiting(server, run_id, example.waits_at)
+            else:
+                completed(server, run_id, module_conn)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta, timezone
+from uuid import UUID
 
-from engine.model import RunStatus, StepStatus, WorkerInfo, WorkerStatus
-from engine.wire import event_to_api, run_to_api, step_to_api, worker_to_api
+from engine.model import RunStatus, SignalOutcome, StepStatus, WorkerInfo, WorkerStatus
+from engine.wire import event_to_api, run_to_api, signal_to_api, step_to_api, worker_to_api
 from tests.records import RUN_ID, T0, event_record, run_record, step_record
 
 API_STEP_KEYS = ["id", "name", "status", "attempt", "maxAttempts", "dependsOn", "output", "error"]
@@ -65,4 +66,17 @@ def test_a_worker_has_the_documented_keys():
     body = worker_to_api(worker)
     assert body == {"name": "worker-1", "pid": 4242, "host": "box", "status": "lost",
                     "lastSeen": "2026-01-01T00:00:03+00:00", "running": [5, 8]}
+    assert type(body["status"]) is str
+
+
+def test_a_rerun_names_its_source_and_a_deadline_failure_its_reason():
+    source = UUID("00000000-0000-4000-8000-000000000002")
+    body = run_to_api(run_record(*two_steps(), status=RunStatus.FAILED, source_run_id=source, end_reason="deadline"))
+    assert list(body) == ["id", "goal", "status", "steps", "sourceRunId", "endReason"]
+    assert body["sourceRunId"] == str(source) and body["endReason"] == "deadline"
+
+
+def test_a_signal_answer_has_the_documented_keys():
+    body = signal_to_api(RUN_ID, "wait.approve", SignalOutcome(7, StepStatus.SUCCEEDED, 1))
+    assert body == {"runId": str(RUN_ID), "step": "wait.approve", "stepId": 7, "status": "succeeded", "signalId": 1}
     assert type(body["status"]) is str

@@ -173,7 +173,7 @@ def test_the_preview_fills_the_advanced_box_with_the_selected_workflow(client):
 def test_every_workflow_is_a_valid_run(key, settings):
     body = build_run(key, Knobs("goal", None, 3), settings)
     spec = parse_run(body, settings, tool_names())
-    assert spec.steps and all(s.name.split(".")[0] in ("tool_call", "llm_call") for s in spec.steps)
+    assert spec.steps and all(s.name.split(".")[0] in ("tool_call", "llm_call", "wait") for s in spec.steps)
 
 
 def test_workflow_knobs_shape_the_run(settings):
@@ -191,3 +191,18 @@ def test_workflow_knobs_shape_the_run(settings):
 def test_a_goal_too_long_is_refused_by_the_form(settings):
     with pytest.raises(InvalidRun, match="longer than"):
         run_body(FormValues(goal="x" * 501), settings)
+
+
+def test_the_run_page_shows_a_wait_with_its_prompt_and_a_map_source(client, conn, settings):
+    fetch = {**step("tool_call.fetch", tool="fetch_data"), "map": "tool_call.plan"}
+    body = make_run(step("tool_call.plan", tool="plan", count=3), fetch,
+                    {"name": "wait.approve", "input": {"prompt": "Ship <it>?", "timeoutSeconds": 60}})
+    run_id, _ = submit_run(conn, body, settings)
+    response = client.get(f"/runs/{run_id}")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200, html
+    assert 'data-step="wait.approve" data-status="waiting"' in html
+    assert "Ship &lt;it&gt;?" in html and "approve-button" in html
+    store.run_cancel(conn, run_id)
+    html = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert "approve-button" not in html and "rerun-button" in html
