@@ -29,6 +29,7 @@ MAX_ACTIVE_RUNS_DEFAULT = 200
 MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT = 20
 RETENTION_HOURS_DEFAULT = 24.0
 RESTART_GRACE_SECONDS_DEFAULT = 15.0
+MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT = 5
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class Settings:
         "env": "MAX_EDGES_PER_RUN", "help": "Largest run accepted, in dependency edges."})
     max_input_bytes: int = field(default=MAX_INPUT_BYTES_DEFAULT, metadata={
         "env": "MAX_INPUT_BYTES", "help": "Largest total size of the steps' inputs of one run (JSON bytes)."})
+    max_crash_attempts_per_run: int = field(default=MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT, metadata={
+        "env": "MAX_CRASH_ATTEMPTS_PER_RUN", "help": "Most worker crashes one run may cause: the "
+        "`maxAttempts` of its steps with the `crash` knob, added up (each such attempt kills a worker); "
+        "0 refuses the knob."})
     max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
         "0 disables the cap."})

@@ -65,6 +65,7 @@ def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpe
         raise TooLarge(f"a run may have at most {settings.max_steps_per_run} steps, this one has {len(raw_steps)}")
     steps = tuple(_parse_step(i, raw, settings, known_tools) for i, raw in enumerate(raw_steps))
     _check_graph(steps, settings)
+    _check_crash_budget(steps, settings)
     input_bytes = sum(len(_canonical(s.input)) for s in steps)
     if input_bytes > settings.max_input_bytes:
         raise TooLarge(f"the steps' inputs total {input_bytes} bytes, more than the limit of {settings.max_input_bytes}")
@@ -140,6 +141,15 @@ def _check_chaos_knobs(where: str, step_input: dict) -> None:
         _number(step_input, "sleepSeconds", where, 0, 0, MAX_TIMEOUT_SECONDS)
     if "crash" in step_input and not isinstance(step_input["crash"], bool):
         raise InvalidRun(f"{where}: crash must be true or false")
+
+
+def _check_crash_budget(steps: tuple[StepSpec, ...], settings: Settings) -> None:
+    """Every attempt of a step with `crash` kills the worker running it: bound what one run may
+    cost the appliance (DESIGN.md §8), whatever its steps' maxAttempts say."""
+    crashes = sum(s.max_attempts for s in steps if s.input.get("crash") is True)
+    if crashes > settings.max_crash_attempts_per_run:
+        raise InvalidRun(f"the steps with crash=true would crash a worker up to {crashes} times (their maxAttempts "
+                         f"added up); a run may crash workers at most {settings.max_crash_attempts_per_run} times")
 
 
 def _check_graph(steps: tuple[StepSpec, ...], settings: Settings) -> None:
