@@ -67,13 +67,15 @@ def test_crash_steps_from_the_public_api_never_stop_the_appliance(
     assert status == 400 and "crash" in body["error"], body
 
     # Within the per-run bound, crash steps still kill workers again and again, each time a
-    # moment after the worker (re)started: far sooner than any start check would wait.
+    # moment after the worker (re)started: sooner than supervisord's start check would wait. Four
+    # attackers fill their active-run caps with them.
     crash_runs = []
-    for i in range(4):
-        status, body = request(appliance, "POST", "/api/runs",
-                               {"goal": f"crash {i}", "steps": [crash_step("boom", 5)]}, "attacker")
-        assert status == 201, body
-        crash_runs.append(body["runId"])
+    for attacker in range(4):
+        for i in range(20):
+            status, body = request(appliance, "POST", "/api/runs", {"goal": f"crash {i}", "steps": [
+                crash_step("boom", 5)]}, f"attacker-{attacker}")
+            assert status == 201, body
+            crash_runs.append(body["runId"])
     status, body = request(appliance, "POST", "/api/runs", {"goal": "bystander", "steps": [
         {"name": "tool_call.a", "input": {"tool": "fetch_data"}},
         {"name": "tool_call.b", "input": {"tool": "transform"}, "dependsOn": ["tool_call.a"]},
@@ -86,7 +88,7 @@ def test_crash_steps_from_the_public_api_never_stop_the_appliance(
         assert run["status"] == "failed", run
         assert "worker crashed 5 times" in run["steps"][0]["error"], run
     assert appliance.finished_run(bystander, timeout=60)["status"] == "completed"
-    # 20 crashes later, both workers are back and the appliance never stopped (wait_for checks it).
+    # Many crashes later, both workers are back and the appliance never stopped (wait_for checks it).
     for name in ("worker-1", "worker-2"):
         appliance.wait_for(f"supervisord to run {name}", lambda name=name: appliance.program_pid(name))
     assert appliance.supervisor().getProcessInfo("worker-1")["statename"] == "RUNNING"
