@@ -15,18 +15,17 @@ import time
 from uuid import UUID
 
 from flask import Blueprint, abort, request
-from flask_sock import Sock
 from simple_websocket import Server
 
 from app.broadcast import Subscription
 from app.context import run_events
+from app.sockets import socket_route
 from app.state import db, state
 from app.streams import DashboardStream, DeadLettersStream, PageStream, RunStream
 from engine.errors import NotFound, StoreUnavailable
 from engine.store.dashboard import run_exists
 
 bp = Blueprint("live", __name__)
-sock = Sock()
 
 CLOSE_GOING_AWAY_RETRY = 1012  # "service restart": htmx reconnects and gets a fresh snapshot
 CLOSE_INTERNAL_ERROR = 1011
@@ -48,7 +47,7 @@ def _check_run_socket() -> None:
             abort(404, "no such run")
 
 
-@sock.route("/ws/<uuid:run_id>", bp=bp)
+@socket_route("/ws/<uuid:run_id>", bp)
 def run_events_socket(ws: Server, run_id: UUID) -> None:
     last = int(request.args.get("after", "0"))
     sub = _subscribe(ws, run_id)
@@ -74,17 +73,17 @@ def run_events_socket(ws: Server, run_id: UUID) -> None:
         state().broadcaster.unsubscribe(sub)
 
 
-@sock.route("/ws/pages/dashboard", bp=bp)
+@socket_route("/ws/pages/dashboard", bp)
 def dashboard_socket(ws: Server) -> None:
     serve_page(ws, DashboardStream())
 
 
-@sock.route("/ws/pages/runs/<uuid:run_id>", bp=bp)
+@socket_route("/ws/pages/runs/<uuid:run_id>", bp)
 def run_page_socket(ws: Server, run_id: UUID) -> None:
     serve_page(ws, RunStream(run_id))
 
 
-@sock.route("/ws/pages/dead-letters", bp=bp)
+@socket_route("/ws/pages/dead-letters", bp)
 def dead_letters_socket(ws: Server) -> None:
     serve_page(ws, DeadLettersStream())
 
