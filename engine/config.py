@@ -30,6 +30,7 @@ MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT = 20
 RETENTION_HOURS_DEFAULT = 24.0
 RESTART_GRACE_SECONDS_DEFAULT = 15.0
 MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT = 5
+MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT = 8
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class Settings:
         "env": "MAX_CRASH_ATTEMPTS_PER_RUN", "help": "Most worker crashes one run may cause: the "
         "`maxAttempts` of its steps with the `crash` knob, added up (each such attempt kills a worker); "
         "0 refuses the knob."})
+    max_running_steps_per_client: int = field(default=MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT, metadata={
+        "env": "MAX_RUNNING_STEPS_PER_CLIENT", "help": "Steps of one web client's runs that may run at once "
+        "over all workers: a fair share of the slots, so another visitor's step starts at once however "
+        "many long steps one submitted (runs submitted outside the web app are not capped); 0 disables it."})
     max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
         "0 disables the cap."})

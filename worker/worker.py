@@ -158,7 +158,8 @@ class Worker:
         if free > 0 and not self.stopping.is_set():
             try:
                 claimed = store.step_claim(self.claimer.get(), self.name, self.worker_id or 0, free,
-                                           self.settings.lease_seconds)
+                                           self.settings.lease_seconds,
+                                           client_cap=self.settings.max_running_steps_per_client)
             except StopRequested:
                 return 0
             except unavailable_errors as exc:
@@ -177,7 +178,7 @@ class Worker:
         if free <= 0 or self.claimer.conn is None:
             return self.settings.poll_seconds
         try:
-            until = store.step_seconds_until_ready(self.claimer.conn)
+            until = store.step_seconds_until_ready(self.claimer.conn, self.settings.max_running_steps_per_client)
         except unavailable_errors as exc:
             self.claimer.broken(exc)
             return 0.1
@@ -263,7 +264,7 @@ class Worker:
                 try:
                     summary, claimed = store.step_record_and_claim(
                         self.recorder.get(), self.name, self.worker_id or 0, batch, limit,
-                        self.settings.lease_seconds)
+                        self.settings.lease_seconds, client_cap=self.settings.max_running_steps_per_client)
                     break
                 except StopRequested:
                     return

@@ -38,6 +38,49 @@ SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
 FROM claimed c
 """
 
+# The claim with a cap of running steps per web client (runs.client; runs submitted elsewhere have
+# none and are not capped), so that no visitor holds more than a share of the slots however many
+# long steps they submit. Clients at the cap are skipped in the scan, so another client's step
+# behind thousands of theirs is found at once; a client below it gets at most what it has left in
+# this batch (the rows locked but not picked stay ready). Two workers claiming at the same moment
+# each count the running steps committed before their statement began, so a client can briefly
+# hold up to the cap times the number of claiming workers; the next claims then skip it.
+_CLAIM_CAPPED = """
+WITH running AS (
+    SELECT r.client, count(*) AS n FROM steps s JOIN runs r ON r.id = s.run_id
+    WHERE s.status = 'running' AND r.client IS NOT NULL
+    GROUP BY r.client
+), locked AS (
+    SELECT s.id, s.run_at, r.client FROM steps s JOIN runs r ON r.id = s.run_id
+    WHERE s.status = 'ready' AND s.run_at <= now()
+      AND (r.client IS NULL OR r.client NOT IN (SELECT client FROM running WHERE n >= %(client_cap)s))
+    ORDER BY s.run_at, s.id
+    LIMIT %(limit)s
+    FOR UPDATE OF s SKIP LOCKED
+), picked AS (
+    SELECT x.id FROM (
+        SELECT l.id, l.client, row_number() OVER (PARTITION BY l.client ORDER BY l.run_at, l.id) AS nth
+        FROM locked l
+    ) x LEFT JOIN running ON running.client = x.client
+    WHERE x.client IS NULL OR x.nth + coalesce(running.n, 0) <= %(client_cap)s
+), claimed AS (
+    UPDATE steps s
+    SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
+        lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
+        started_at = now()
+    FROM picked WHERE s.id = picked.id
+    RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
+              s.timeout_seconds, s.backoff_base, s.backoff_max
+), started AS (
+    INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
+    SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
+)
+SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
+                      FROM step_deps d JOIN steps p ON p.id = d.depends_on
+                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents
+FROM claimed c
+"""
+
 # One statement records a batch of outcomes: successes promote children whose last parent this
 # was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
 # longer matches are audited as discarded.
@@ -188,13 +231,18 @@ class StepResult:
     run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
 
 
+def _claim_statement(client_cap: int) -> str:
+    return _CLAIM_CAPPED if client_cap > 0 else _CLAIM
+
+
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
-               lease_seconds: float) -> list[ClaimedStep]:
-    """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease token)."""
+               lease_seconds: float, client_cap: int = 0) -> list[ClaimedStep]:
+    """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease
+    token). With `client_cap`, a web client's runs get at most that many running steps."""
     if limit <= 0:
         return []
-    rows = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                 "lease": lease_seconds}).fetchall()
+    rows = conn.execute(_claim_statement(client_cap), {"limit": limit, "worker": worker, "worker_id": worker_id,
+                                                       "lease": lease_seconds, "client_cap": client_cap}).fetchall()
     return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
 
 
@@ -244,7 +292,8 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
 
 
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
-                          limit: int, lease_seconds: float) -> tuple[RecordSummary, list[ClaimedStep]]:
+                          limit: int, lease_seconds: float,
+                          client_cap: int = 0) -> tuple[RecordSummary, list[ClaimedStep]]:
     """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
     made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: two
     round trips (psycopg syncs before and after COMMIT) instead of six. The runs a batch can touch
@@ -259,8 +308,9 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         recorded = conn.execute(_RECORD, params)
         conn.execute(_LOCK_RUNS, {"runs": runs})
         conn.execute(_FINALIZE_RUNS, {"runs": runs})
-        claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                      "lease": lease_seconds}) if limit > 0 else None
+        claim = conn.execute(_claim_statement(client_cap), {
+            "limit": limit, "worker": worker, "worker_id": worker_id, "lease": lease_seconds,
+            "client_cap": client_cap}) if limit > 0 else None
     summary = recorded.fetchone()
     claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
     return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
@@ -289,9 +339,24 @@ def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, 
     return len(rows)
 
 
-def step_seconds_until_ready(conn: psycopg.Connection) -> float | None:
+_SECONDS_UNTIL_READY_CAPPED = """
+SELECT extract(epoch FROM min(s.run_at) - now())::float8 AS wait
+FROM steps s JOIN runs r ON r.id = s.run_id
+WHERE s.status = 'ready'
+  AND (r.client IS NULL OR r.client NOT IN (
+      SELECT r2.client FROM steps s2 JOIN runs r2 ON r2.id = s2.run_id
+      WHERE s2.status = 'running' AND r2.client IS NOT NULL
+      GROUP BY r2.client HAVING count(*) >= %(client_cap)s))
+"""
+
+
+def step_seconds_until_ready(conn: psycopg.Connection, client_cap: int = 0) -> float | None:
     """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
-    by the database's clock; None when nothing is ready."""
-    row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
-                       "FROM steps WHERE status = 'ready'").fetchone()
+    by the database's clock; None when nothing is ready. With `client_cap`, the steps of clients
+    at their cap do not count: they cannot be claimed now, and a worker must not spin on them."""
+    if client_cap > 0:
+        row = conn.execute(_SECONDS_UNTIL_READY_CAPPED, {"client_cap": client_cap}).fetchone()
+    else:
+        row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
+                           "FROM steps WHERE status = 'ready'").fetchone()
     return row["wait"] if row else None
