@@ -23,6 +23,7 @@ from app.sockets import socket_route
 from app.state import db, state
 from app.streams import DashboardStream, DeadLettersStream, PageStream, RunStream
 from engine.errors import NotFound, StoreUnavailable
+from engine.eventcursor import parse_after
 from engine.store.dashboard import run_exists
 
 bp = Blueprint("live", __name__)
@@ -40,7 +41,7 @@ def _check_run_socket() -> None:
     """Refuse a bad JSON stream before the upgrade, with a plain HTTP status."""
     if request.endpoint != "live.run_events_socket":
         return
-    if not request.args.get("after", "0").isdigit():
+    if parse_after(request.args.get("after")) is None:
         abort(400, "after must be an event id (a non-negative integer)")
     with db() as conn:
         if not run_exists(conn, request.view_args["run_id"]):
@@ -49,7 +50,7 @@ def _check_run_socket() -> None:
 
 @socket_route("/ws/<uuid:run_id>", bp)
 def run_events_socket(ws: Server, run_id: UUID) -> None:
-    last = int(request.args.get("after", "0"))
+    last = parse_after(request.args.get("after")) or 0
     sub = _subscribe(ws, run_id)
     if sub is None:
         return

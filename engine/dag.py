@@ -16,13 +16,15 @@ from engine.config import Settings
 from engine.errors import InvalidRun, TooLarge
 
 STEP_KINDS = ("tool_call", "llm_call")
-STEP_NAME = re.compile(r"^(?P<kind>[a-z_]+)\.(?P<label>[A-Za-z0-9_-]{1,64})$")
+# \Z, not $: `$` also matches before a trailing newline, which would let "tool_call.a\n" through.
+STEP_NAME = re.compile(r"(?P<kind>[a-z_]+)\.(?P<label>[A-Za-z0-9_-]{1,64})\Z")
 STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff"}
 RUN_KEYS = {"goal", "steps", "idempotencyKey"}
 MAX_GOAL_CHARS = 500
 MAX_KEY_CHARS = 200
 MAX_ATTEMPTS_LIMIT = 100
 MAX_TIMEOUT_SECONDS = 3600.0
+MAX_JSON_DEPTH = 64  # nesting of a run body; far more than any real input needs
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class RunSpec:
 def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpec:
     if not isinstance(body, dict):
         raise InvalidRun("the request body must be a JSON object")
+    check_storable(body)
     _reject_unknown_keys(body, RUN_KEYS, "run")
     goal = body.get("goal")
     if not isinstance(goal, str) or not goal.strip():
@@ -73,6 +76,51 @@ def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpe
     return RunSpec(goal=goal.strip(), steps=steps, idempotency_key=key, request_hash=request_hash)
 
 
+def parse_json(text: str | bytes) -> object:
+    """A request body as JSON, or InvalidRun: malformed, `NaN`/`Infinity` (not JSON, and Postgres's
+    jsonb refuses them), or nested so deeply that the parser gives up."""
+    def refuse(constant: str) -> object:
+        raise InvalidRun(f"{constant} is not a JSON number")
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise InvalidRun(f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except UnicodeDecodeError:
+        raise InvalidRun("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRun(f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+
+
+def check_storable(body: object) -> None:
+    """Refuse what JSON allows but Postgres cannot store or Python cannot encode: NUL characters,
+    lone surrogates (`"\\ud800"`), non-finite numbers, and nesting deeper than MAX_JSON_DEPTH.
+    Iterative, so no body can exhaust the stack here."""
+    stack: list[tuple[object, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRun(f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRun("NaN and Infinity are not JSON numbers")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(str(key))
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidRun("text may not contain NUL characters (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRun("text may not contain lone surrogates (such as \\ud800)") from None
+
+
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -91,7 +139,7 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
     _reject_unknown_keys(raw, STEP_KEYS, where)
     if not isinstance(name, str):
         raise InvalidRun(f"{where}: name must be a string like 'tool_call.fetch_data'")
-    match = STEP_NAME.match(name)
+    match = STEP_NAME.fullmatch(name)
     if not match:
         raise InvalidRun(f"{where}: name must look like 'kind.label' (letters, digits, _ or -), e.g. 'tool_call.fetch'")
     kind = match["kind"]

@@ -6,6 +6,7 @@ may later find 100. A cursor therefore re-reads from a floor that only moves pas
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
@@ -43,3 +44,14 @@ class EventCursor:
             self.floor = max(self.floor, limit)
             self.first_seen = {i: t for i, t in self.first_seen.items() if i > limit}
         return fresh
+
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}\Z")  # ASCII digits only, and small enough for a bigint
+
+
+def parse_after(raw: str | None) -> int | None:
+    """The `after=` event id of a request (absent: 0), or None when it is not one. `str.isdigit`
+    is not enough: it accepts "²", which int() refuses, and a number too big for Postgres."""
+    if raw is None:
+        return 0
+    return int(raw) if _EVENT_ID.match(raw) else None

@@ -84,7 +84,8 @@ def _run_by_key(conn: psycopg.Connection, spec: RunSpec) -> UUID | None:
     if row is None:
         return None
     if row["request_hash"] != spec.request_hash:
-        raise Conflict(f"idempotency key {spec.idempotency_key!r} was already used for a different run ({row['id']})")
+        # The other run may be another visitor's: its id is not ours to give away.
+        raise Conflict(f"idempotency key {spec.idempotency_key!r} was already used for a different run")
     return row["id"]
 
 
