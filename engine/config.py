@@ -31,6 +31,7 @@ RETENTION_HOURS_DEFAULT = 24.0
 RESTART_GRACE_SECONDS_DEFAULT = 15.0
 MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT = 5
 MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT = 8
+RESERVED_ACTIVE_RUNS_DEFAULT = 40
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class Settings:
     max_active_runs_per_client: int = field(default=MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS_PER_CLIENT", "help": "Running runs allowed at once per web client "
         "(by address); 0 disables the cap."})
+    reserved_active_runs: int = field(default=RESERVED_ACTIVE_RUNS_DEFAULT, metadata={
+        "env": "RESERVED_ACTIVE_RUNS", "help": "Of MAX_ACTIVE_RUNS, the last places kept for web clients "
+        "with no active run, so that a few busy clients cannot lock everyone else out; 0 keeps none."})
     retention_hours: float = field(default=RETENTION_HOURS_DEFAULT, metadata={
         "env": "RETENTION_HOURS", "help": "Finished runs older than this are pruned with their steps "
         "and audit rows; 0 keeps everything."})
