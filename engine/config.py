@@ -32,6 +32,8 @@ RESTART_GRACE_SECONDS_DEFAULT = 15.0
 MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT = 5
 MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT = 8
 RESERVED_ACTIVE_RUNS_DEFAULT = 40
+MAX_STEP_OUTPUT_BYTES_DEFAULT = 262144
+MAX_PARENT_BYTES_DEFAULT = 262144
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,13 @@ class Settings:
         "env": "MAX_RUNNING_STEPS_PER_CLIENT", "help": "Steps of one web client's runs that may run at once "
         "over all workers: a fair share of the slots, so another visitor's step starts at once however "
         "many long steps one submitted (runs submitted outside the web app are not capped); 0 disables it."})
+    max_step_output_bytes: int = field(default=MAX_STEP_OUTPUT_BYTES_DEFAULT, metadata={
+        "env": "MAX_STEP_OUTPUT_BYTES", "help": "Largest output a step may return (JSON bytes); a bigger one "
+        "dead-letters the step with a message saying so."})
+    max_parent_bytes: int = field(default=MAX_PARENT_BYTES_DEFAULT, metadata={
+        "env": "MAX_PARENT_BYTES", "help": "Largest total of the parents' outputs a step may receive (JSON "
+        "bytes); past it the step is dead-lettered with a message saying so, without loading them. With "
+        "MAX_STEP_OUTPUT_BYTES it bounds a worker's memory (README: memory)."})
     max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
         "0 disables the cap."})

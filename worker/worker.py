@@ -159,7 +159,8 @@ class Worker:
             try:
                 claimed = store.step_claim(self.claimer.get(), self.name, self.worker_id or 0, free,
                                            self.settings.lease_seconds,
-                                           client_cap=self.settings.max_running_steps_per_client)
+                                           client_cap=self.settings.max_running_steps_per_client,
+                        parent_bytes=self.settings.max_parent_bytes)
             except StopRequested:
                 return 0
             except unavailable_errors as exc:
@@ -264,7 +265,8 @@ class Worker:
                 try:
                     summary, claimed = store.step_record_and_claim(
                         self.recorder.get(), self.name, self.worker_id or 0, batch, limit,
-                        self.settings.lease_seconds, client_cap=self.settings.max_running_steps_per_client)
+                        self.settings.lease_seconds, client_cap=self.settings.max_running_steps_per_client,
+                        parent_bytes=self.settings.max_parent_bytes)
                     break
                 except StopRequested:
                     return

@@ -13,6 +13,9 @@ import psycopg
 
 from engine.store.events import notify_events, notify_steps_ready
 
+# The parents' outputs are the handler's input: over `parent_bytes` in all (as JSON text) they are
+# not sent at all (parents is NULL, parents_bytes says how much), and the worker fails the step with
+# that message: a worker never loads more than the limit for one step (README: memory).
 _CLAIM = """
 WITH picked AS (
     SELECT id FROM steps
@@ -32,10 +35,13 @@ WITH picked AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
     SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
 )
-SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
-                      FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents
+SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
+       coalesce(pp.bytes, 0) AS parents_bytes
 FROM claimed c
+LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
+                          sum(octet_length(p.output::text))::bigint AS bytes
+                   FROM step_deps d JOIN steps p ON p.id = d.depends_on
+                   WHERE d.step_id = c.id) pp ON true
 """
 
 # The claim with a cap of running steps per web client (runs.client; runs submitted elsewhere have
@@ -75,10 +81,13 @@ WITH running AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
     SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
 )
-SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
-                      FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents
+SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
+       coalesce(pp.bytes, 0) AS parents_bytes
 FROM claimed c
+LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
+                          sum(octet_length(p.output::text))::bigint AS bytes
+                   FROM step_deps d JOIN steps p ON p.id = d.depends_on
+                   WHERE d.step_id = c.id) pp ON true
 """
 
 # One statement records a batch of outcomes: successes promote children whose last parent this
@@ -209,7 +218,8 @@ class ClaimedStep:
     timeout_seconds: float
     backoff_base: float
     backoff_max: float
-    parents: dict[str, Any]
+    parents: dict[str, Any] | None  # None: more than the parent-bytes limit (see _CLAIM)
+    parents_bytes: int = 0
 
     @property
     def idempotency_key(self) -> str:
@@ -235,14 +245,20 @@ def _claim_statement(client_cap: int) -> str:
     return _CLAIM_CAPPED if client_cap > 0 else _CLAIM
 
 
+PARENT_BYTES_UNLIMITED = 1 << 62
+
+
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
-               lease_seconds: float, client_cap: int = 0) -> list[ClaimedStep]:
+               lease_seconds: float, client_cap: int = 0,
+               parent_bytes: int = PARENT_BYTES_UNLIMITED) -> list[ClaimedStep]:
     """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease
-    token). With `client_cap`, a web client's runs get at most that many running steps."""
+    token). With `client_cap`, a web client's runs get at most that many running steps; a step
+    whose parents' outputs total more than `parent_bytes` comes without them (`parents` None)."""
     if limit <= 0:
         return []
     rows = conn.execute(_claim_statement(client_cap), {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                                       "lease": lease_seconds, "client_cap": client_cap}).fetchall()
+                                                       "lease": lease_seconds, "client_cap": client_cap,
+                                                       "parent_bytes": parent_bytes}).fetchall()
     return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
 
 
@@ -293,7 +309,8 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
 
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
                           limit: int, lease_seconds: float,
-                          client_cap: int = 0) -> tuple[RecordSummary, list[ClaimedStep]]:
+                          client_cap: int = 0,
+                          parent_bytes: int = PARENT_BYTES_UNLIMITED) -> tuple[RecordSummary, list[ClaimedStep]]:
     """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
     made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: two
     round trips (psycopg syncs before and after COMMIT) instead of six. The runs a batch can touch
@@ -310,7 +327,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         conn.execute(_FINALIZE_RUNS, {"runs": runs})
         claim = conn.execute(_claim_statement(client_cap), {
             "limit": limit, "worker": worker, "worker_id": worker_id, "lease": lease_seconds,
-            "client_cap": client_cap}) if limit > 0 else None
+            "client_cap": client_cap, "parent_bytes": parent_bytes}) if limit > 0 else None
     summary = recorded.fetchone()
     claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
     return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
