@@ -34,6 +34,8 @@ MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT = 8
 RESERVED_ACTIVE_RUNS_DEFAULT = 40
 MAX_STEP_OUTPUT_BYTES_DEFAULT = 262144
 MAX_PARENT_BYTES_DEFAULT = 262144
+MAX_RUN_OUTPUT_BYTES_DEFAULT = 1048576
+DATA_BUDGET_MB_DEFAULT = 256.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ class Settings:
         "env": "MAX_PARENT_BYTES", "help": "Largest total of the parents' outputs a step may receive (JSON "
         "bytes); past it the step is dead-lettered with a message saying so, without loading them. With "
         "MAX_STEP_OUTPUT_BYTES it bounds a worker's memory (README: memory)."})
+    max_run_output_bytes: int = field(default=MAX_RUN_OUTPUT_BYTES_DEFAULT, metadata={
+        "env": "MAX_RUN_OUTPUT_BYTES", "help": "Largest total of the outputs one run may store (bytes); the "
+        "step that would pass it is dead-lettered saying so. With MAX_ACTIVE_RUNS it bounds what active "
+        "runs can store (README: disk)."})
     max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
         "0 disables the cap."})
@@ -98,6 +104,9 @@ class Settings:
     retention_hours: float = field(default=RETENTION_HOURS_DEFAULT, metadata={
         "env": "RETENTION_HOURS", "help": "Finished runs older than this are pruned with their steps "
         "and audit rows; 0 keeps everything."})
+    data_budget_mb: float = field(default=DATA_BUDGET_MB_DEFAULT, metadata={
+        "env": "DATA_BUDGET_MB", "help": "Disk budget of the runs' data (inputs, outputs, audit rows); past it, "
+        "the oldest finished runs are pruned, whatever their age, until it is 90 % used; 0 disables it."})
     restart_grace_seconds: float = field(default=RESTART_GRACE_SECONDS_DEFAULT, metadata={
         "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, how long a free liveness lock "
         "is not read as a dead worker, so live workers can reconnect first."})

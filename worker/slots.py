@@ -27,6 +27,9 @@ def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
         if len(encoded) > settings.max_step_output_bytes:
             raise PermanentError(f"the output is {len(encoded)} bytes, more than MAX_STEP_OUTPUT_BYTES "
                                  f"({settings.max_step_output_bytes})")
+        if step.run_output_bytes + len(encoded) > settings.max_run_output_bytes:
+            raise PermanentError(f"the run's outputs would total {step.run_output_bytes + len(encoded)} bytes, more "
+                                 f"than MAX_RUN_OUTPUT_BYTES ({settings.max_run_output_bytes})")
         return StepResult(step.id, step.attempt, ok=True, output_json=encoded, run_id=step.run_id)
     except PermanentError as exc:
         return failure(step, f"permanent: {exc}", permanent=True)

@@ -36,7 +36,9 @@ WITH picked AS (
     SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
 )
 SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
-       coalesce(pp.bytes, 0) AS parents_bytes
+       coalesce(pp.bytes, 0) AS parents_bytes,
+       (SELECT coalesce(sum(pg_column_size(o.output)), 0) FROM steps o
+        WHERE o.run_id = c.run_id AND o.status = 'succeeded')::bigint AS run_output_bytes
 FROM claimed c
 LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
                           sum(octet_length(p.output::text))::bigint AS bytes
@@ -82,7 +84,9 @@ WITH running AS (
     SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
 )
 SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
-       coalesce(pp.bytes, 0) AS parents_bytes
+       coalesce(pp.bytes, 0) AS parents_bytes,
+       (SELECT coalesce(sum(pg_column_size(o.output)), 0) FROM steps o
+        WHERE o.run_id = c.run_id AND o.status = 'succeeded')::bigint AS run_output_bytes
 FROM claimed c
 LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
                           sum(octet_length(p.output::text))::bigint AS bytes
@@ -220,6 +224,7 @@ class ClaimedStep:
     backoff_max: float
     parents: dict[str, Any] | None  # None: more than the parent-bytes limit (see _CLAIM)
     parents_bytes: int = 0
+    run_output_bytes: int = 0  # what the run's succeeded steps store, for MAX_RUN_OUTPUT_BYTES
 
     @property
     def idempotency_key(self) -> str:
