@@ -13,17 +13,13 @@ import psycopg
 
 from engine.store.events import notify_events, notify_steps_ready
 
-# The parents' outputs are the handler's input: over `parent_bytes` in all (as JSON text) they are
-# not sent at all (parents is NULL, parents_bytes says how much), and the worker fails the step with
-# that message: a worker never loads more than the limit for one step (README: memory).
-_CLAIM = """
-WITH picked AS (
-    SELECT id FROM steps
-    WHERE status = 'ready' AND run_at <= now()
-    ORDER BY run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
+# What both claims do with the steps they picked: bump the attempt, lease them, audit the start, and
+# return each with its parents' outputs. The parents' outputs are the handler's input: over
+# `parent_bytes` in all (as JSON text) they are not sent at all (parents is NULL, parents_bytes says
+# how much) and the worker fails the step saying so, so a worker never loads more than the limit for
+# one step (README: memory). run_output_bytes is what the run's outputs already take on disk, for
+# MAX_RUN_OUTPUT_BYTES (README: disk).
+_CLAIM_PICKED = """), claimed AS (
     UPDATE steps s
     SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
         lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
@@ -45,6 +41,15 @@ LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
                    FROM step_deps d JOIN steps p ON p.id = d.depends_on
                    WHERE d.step_id = c.id) pp ON true
 """
+
+_CLAIM = """
+WITH picked AS (
+    SELECT id FROM steps
+    WHERE status = 'ready' AND run_at <= now()
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+""" + _CLAIM_PICKED
 
 # The claim with a cap of running steps per web client (runs.client; runs submitted elsewhere have
 # none and are not capped), so that no visitor holds more than a share of the slots however many
@@ -71,28 +76,7 @@ WITH running AS (
         FROM locked l
     ) x LEFT JOIN running ON running.client = x.client
     WHERE x.client IS NULL OR x.nth + coalesce(running.n, 0) <= %(client_cap)s
-), claimed AS (
-    UPDATE steps s
-    SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
-        lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
-        started_at = now()
-    FROM picked WHERE s.id = picked.id
-    RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
-              s.timeout_seconds, s.backoff_base, s.backoff_max
-), started AS (
-    INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
-    SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
-)
-SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
-       coalesce(pp.bytes, 0) AS parents_bytes,
-       (SELECT coalesce(sum(pg_column_size(o.output)), 0) FROM steps o
-        WHERE o.run_id = c.run_id AND o.status = 'succeeded')::bigint AS run_output_bytes
-FROM claimed c
-LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
-                          sum(octet_length(p.output::text))::bigint AS bytes
-                   FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                   WHERE d.step_id = c.id) pp ON true
-"""
+""" + _CLAIM_PICKED
 
 # One statement records a batch of outcomes: successes promote children whose last parent this
 # was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
