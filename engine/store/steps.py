@@ -30,12 +30,15 @@ _CLAIM_PICKED = """), claimed AS (
 ), started AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
     SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
+), run_outputs AS (  -- once per run of the batch, not once per step
+    SELECT o.run_id, sum(pg_column_size(o.output))::bigint AS bytes FROM steps o
+    WHERE o.run_id IN (SELECT DISTINCT run_id FROM claimed) AND o.output IS NOT NULL
+    GROUP BY o.run_id
 )
 SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
-       coalesce(pp.bytes, 0) AS parents_bytes,
-       (SELECT coalesce(sum(pg_column_size(o.output)), 0) FROM steps o
-        WHERE o.run_id = c.run_id AND o.status = 'succeeded')::bigint AS run_output_bytes
+       coalesce(pp.bytes, 0) AS parents_bytes, coalesce(ro.bytes, 0) AS run_output_bytes
 FROM claimed c
+LEFT JOIN run_outputs ro ON ro.run_id = c.run_id
 LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
                           sum(octet_length(p.output::text))::bigint AS bytes
                    FROM step_deps d JOIN steps p ON p.id = d.depends_on
