@@ -16,10 +16,11 @@ from app.state import db, state
 from engine import store
 from engine.dag import parse_json
 from engine.errors import InvalidRun
-from engine.eventcursor import parse_after
+from engine.eventorder import parse_after
+from engine.model import RunStatus, StepStatus
 from engine.store.dashboard import database_ping
-from engine.store.runs import run_to_api
 from engine.submit import submit_run
+from engine.wire import event_to_api, run_to_api, worker_to_api
 
 bp = Blueprint("api", __name__)
 
@@ -56,7 +57,7 @@ def run_events(run_id: UUID) -> Response:
     with db() as conn:
         store.run_get(conn, run_id)  # 404 for an unknown run
         events = store.events_after(conn, run_id, after, limit=EVENTS_PAGE)
-    return jsonify([e.to_api() for e in events])
+    return jsonify([event_to_api(e) for e in events])
 
 
 @bp.post("/api/runs/<uuid:run_id>/cancel")
@@ -65,7 +66,7 @@ def cancel(run_id: UUID) -> Response:
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
         cancelled = store.run_cancel(conn, run_id)
-    return jsonify({"runId": str(run_id), "status": "cancelled", "stepsCancelled": cancelled})
+    return jsonify({"runId": str(run_id), "status": RunStatus.CANCELLED.value, "stepsCancelled": cancelled})
 
 
 @bp.post("/api/steps/<int:step_id>/redrive")
@@ -74,15 +75,14 @@ def redrive(step_id: int) -> Response:
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
         run_id = store.step_redrive(conn, step_id)
-    return jsonify({"stepId": step_id, "runId": str(run_id), "status": "ready"})
+    return jsonify({"stepId": step_id, "runId": str(run_id), "status": StepStatus.READY.value})
 
 
 @bp.get("/api/workers")
 def workers() -> Response:
     with db() as conn:
-        rows = store.workers_list(conn)
-    return jsonify([{"name": w["name"], "pid": w["pid"], "host": w["host"], "status": w["status"],
-                     "lastSeen": w["last_seen"].isoformat(), "running": list(w["running"])} for w in rows])
+        found = store.workers_list(conn)
+    return jsonify([worker_to_api(w) for w in found])
 
 
 @bp.get("/healthz")

@@ -63,7 +63,7 @@ def request_kill(name: str) -> Kill:
 
 
 def _kill(name: str, host: str, pid: int) -> Kill:
-    socket_path = state().settings.supervisor_socket
+    socket_path = state().web.supervisor_socket
     if socket_path:
         return Kill(name, supervisor_kill(socket_path, name), "supervisor")
     if host != socket.gethostname():

@@ -3,10 +3,11 @@
 crossings), and edges as curves. The template `_dag.html` turns it into SVG."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from engine.dag import layers
+from engine.model import Step, StepStatus
 
 NODE_WIDTH = 168
 NODE_HEIGHT = 46
@@ -45,11 +46,11 @@ class DagPicture:
     node_height: float = NODE_HEIGHT
 
 
-def display_status(step: dict[str, Any]) -> str:
+def display_status(step: Step) -> str:
     """A ready step that already failed an attempt is waiting to be retried."""
-    if step["status"] == "ready" and step["attempt"] > 0:
+    if step.status == StepStatus.READY and step.attempt > 0:
         return "retrying"
-    return step["status"]
+    return step.status.value
 
 
 def short_label(name: str) -> str:
@@ -57,18 +58,18 @@ def short_label(name: str) -> str:
     return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
 
 
-def dag_picture(steps: list[dict[str, Any]]) -> DagPicture:
-    """Lay out steps (as `store.run_get` returns them: name, dependsOn, status, attempt...)."""
-    parents = {s["name"]: list(s["dependsOn"]) for s in steps}
+def dag_picture(steps: Sequence[Step]) -> DagPicture:
+    """Lay out a run's steps in columns by depth, each column ordered near its parents."""
+    parents = {s.name: list(s.depends_on) for s in steps}
     depth = layers(parents)
-    columns: dict[int, list[dict[str, Any]]] = {}
+    columns: dict[int, list[Step]] = {}
     for step in steps:
-        columns.setdefault(depth[step["name"]], []).append(step)
+        columns.setdefault(depth[step.name], []).append(step)
     row_of: dict[str, float] = {}
     for column in sorted(columns):
-        ordered = sorted(columns[column], key=lambda s: (_mean_parent_row(s, row_of), s["id"]))
+        ordered = sorted(columns[column], key=lambda s: (_mean_parent_row(s, row_of), s.id))
         for row, step in enumerate(ordered):
-            row_of[step["name"]] = row
+            row_of[step.name] = row
         columns[column] = ordered
     tallest = max(len(c) for c in columns.values())
     height = 2 * MARGIN + tallest * NODE_HEIGHT + (tallest - 1) * ROW_GAP
@@ -78,16 +79,15 @@ def dag_picture(steps: list[dict[str, Any]]) -> DagPicture:
         for row, step in enumerate(members):
             x = MARGIN + column * (NODE_WIDTH + COLUMN_GAP)
             y = MARGIN + offset + row * (NODE_HEIGHT + ROW_GAP)
-            nodes[step["name"]] = Node(step["id"], step["name"], short_label(step["name"]), step["kind"],
-                                       display_status(step), step["attempt"],
-                                       step.get("attemptLimit", step["maxAttempts"]), x, y)
-    edges = [Edge(_curve(nodes[p], nodes[s["name"]]), nodes[p].status) for s in steps for p in s["dependsOn"]]
+            nodes[step.name] = Node(step.id, step.name, short_label(step.name), step.kind,
+                                    display_status(step), step.attempt, step.attempt_limit, x, y)
+    edges = [Edge(_curve(nodes[p], nodes[s.name]), nodes[p].status) for s in steps for p in s.depends_on]
     width = 2 * MARGIN + len(columns) * NODE_WIDTH + (len(columns) - 1) * COLUMN_GAP
     return DagPicture(list(nodes.values()), edges, width, height)
 
 
-def _mean_parent_row(step: dict[str, Any], row_of: dict[str, float]) -> float:
-    rows = [row_of[p] for p in step["dependsOn"] if p in row_of]
+def _mean_parent_row(step: Step, row_of: dict[str, float]) -> float:
+    rows = [row_of[p] for p in step.depends_on if p in row_of]
     return sum(rows) / len(rows) if rows else -1.0
 
 

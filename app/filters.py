@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from engine.store import Event
+from engine.model import Event
 
 JSON_PREVIEW_CHARS = 1500
 
@@ -23,11 +23,10 @@ def short_id(value: object) -> str:
     return str(value)[:8]
 
 
-def clock(value: datetime | str | None) -> str:
+def clock(value: datetime | None) -> str:
     if value is None:
         return ""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone().strftime("%H:%M:%S")
+    return value.astimezone().strftime("%H:%M:%S")
 
 
 def ago(seconds: float | None) -> str:

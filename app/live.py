@@ -23,8 +23,9 @@ from app.sockets import socket_route
 from app.state import db, state
 from app.streams import DashboardStream, DeadLettersStream, PageStream, RunStream
 from engine.errors import NotFound, StoreUnavailable
-from engine.eventcursor import parse_after
+from engine.eventorder import parse_after
 from engine.store.dashboard import run_exists
+from engine.wire import event_to_api
 
 bp = Blueprint("live", __name__)
 
@@ -58,7 +59,7 @@ def run_events_socket(ws: Server, run_id: UUID) -> None:
         with db() as conn:
             history = run_events(conn, run_id, upto=sub.start_horizon, after=last)
         for event in history:
-            ws.send(json.dumps(event.to_api()))
+            ws.send(json.dumps(event_to_api(event)))
             last = event.id
         while ws.connected:
             if sub.overflowed:
@@ -66,7 +67,7 @@ def run_events_socket(ws: Server, run_id: UUID) -> None:
                 return
             for event in sub.get_batch(IDLE_WAIT_SECONDS, linger=0):  # JSON clients get each event at once
                 if event.id > last and event.run_id == run_id:
-                    ws.send(json.dumps(event.to_api()))
+                    ws.send(json.dumps(event_to_api(event)))
                     last = event.id
     except StoreUnavailable:
         ws.close(CLOSE_INTERNAL_ERROR, f"database unavailable: reconnect with ?after={last}")

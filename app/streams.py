@@ -10,7 +10,7 @@ from flask import render_template, url_for
 
 from app import context
 from engine import store
-from engine.store import Event
+from engine.model import Event
 
 DASHBOARD_PARTIALS = ("_workers.html", "_queue.html", "_runs.html")
 RUN_PARTIALS = ("_run_header.html", "_dag.html", "_timeline.html", "_steps.html")

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from engine.store import Event
+from engine.model import Event, Run, StepStatus
 
 WIDTH = 960.0
 LABEL_WIDTH = 104.0
@@ -34,7 +33,7 @@ class Span:
     worker: str
     start: datetime
     end: datetime | None = None
-    outcome: str = "running"
+    outcome: str = StepStatus.RUNNING.value  # until the event that ends the attempt
     note: str = ""
 
 
@@ -95,9 +94,9 @@ def _close(span: Span, event: Event) -> None:
     span.note = str(detail.get("error") or detail.get("reason") or "")
 
 
-def timeline_picture(run: dict[str, Any], events: list[Event], worker_events: list[Event],
+def timeline_picture(run: Run, events: list[Event], worker_events: list[Event],
                      now: datetime) -> TimelinePicture:
-    """The picture of a run (as `store.run_get` returns it) from its events and the lifecycle
+    """The picture of a run from its events and the lifecycle
     events of the workers that ran it; `now` ends the bars of attempts still running."""
     spans = attempt_spans(events)
     axis = _Axis.of(run, spans, now)
@@ -128,10 +127,10 @@ class _Axis:
     scale: float  # SVG units per second
 
     @classmethod
-    def of(cls, run: dict[str, Any], spans: list[Span], now: datetime) -> _Axis:
+    def of(cls, run: Run, spans: list[Span], now: datetime) -> _Axis:
         """From the run's creation to its end (or now), wide enough for every attempt."""
-        start = datetime.fromisoformat(run["createdAt"])
-        end = datetime.fromisoformat(run["finishedAt"]) if run.get("finishedAt") else now
+        start = run.created_at
+        end = run.finished_at or now
         end = max([end, *(s.end or now for s in spans)])
         seconds = max((end - start).total_seconds(), 1.0)
         return cls(start, seconds, (WIDTH - LABEL_WIDTH - RIGHT_PAD) / seconds)

@@ -1,5 +1,5 @@
 """`python -m bench [--quick] [--json FILE] [--only NAMES]`: run the benchmarks, print a table,
-write the figures as JSON (keys of DESIGN.md §9).
+write the figures as JSON (the stable keys of `bench.report.STABLE_KEYS`).
 
 Starts a throwaway Postgres of its own (fsync on, synchronous commit on, otherwise default
 settings), or uses the server of DATABASE_URL if set (it needs CREATEDB: every benchmark gets a
@@ -17,7 +17,7 @@ from dataclasses import asdict
 
 BENCHMARKS = ("throughput", "peers", "handoff", "submit", "live", "resources", "recovery")
 
-# Workload sizes. Full is what issue 6 specifies; quick keeps the shapes and fits in 3 minutes.
+# Workload sizes. Full is what the README's figures are measured with; quick keeps the shapes and fits in 3 minutes.
 MODES: dict[str, dict[str, float]] = {
     "full": {"jobs": 5000, "repeats": 3, "handoffs": 1000, "handoff_repeats": 3, "submits": 200,
              "submit_repeats": 3, "live_steps": 20, "live_repeats": 3, "load_runs": 50, "idle_seconds": 10,

@@ -1,4 +1,4 @@
-"""The table on stdout and the JSON figures (the keys of DESIGN.md §9 at the top level, each the
+"""The table on stdout and the JSON figures (the stable keys at the top level, each the
 median of its repeats; `figures` holds every figure with its spread and samples)."""
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 
 from bench.figures import BenchResult, Figure
 
-# DESIGN.md §9: these keys are always present (null when not measured).
+# Stable interface (docs/ARCHITECTURE.md, "Stable interfaces"): these keys are always present (null when not measured).
 STABLE_KEYS = (
     "throughput_steps_per_s", "baseline_steps_per_s", "ratio_to_baseline", "handoff_p50_ms",
     "handoff_p99_ms", "submit_p50_ms", "recovery_median_s", "recovery_max_s", "live_p50_ms",
     "worker_rss_mb", "ratio_to_pgqueuer", "ratio_to_procrastinate",
 )
 
-# Issue 6's targets: key → (comparison, bound).
+# The targets in the README's figures table: key → (comparison, bound).
 TARGETS: dict[str, tuple[str, float]] = {
     "ratio_to_pgqueuer": (">=", 1.0),
     "ratio_to_procrastinate": (">=", 10.0),

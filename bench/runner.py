@@ -97,7 +97,7 @@ class Runner:
                           for i, (key, label) in enumerate(labels.items()) if figures.get(key) is not None]
 
     def _combine_worker_rss(self) -> None:
-        """`worker_rss_mb` (DESIGN §9) is the worst peak seen: idle-after-load or under full load."""
+        """`worker_rss_mb` (a stable key) is the worst peak seen: idle-after-load or under full load."""
         figures = {f.key: f for r in self.results for f in r.figures}
         at_rest, under_load = figures.get("worker_rss_mb"), figures.get("worker_rss_under_load_mb")
         if under_load and under_load.samples and (at_rest is None or not at_rest.samples):

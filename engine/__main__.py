@@ -14,13 +14,12 @@ import psycopg
 
 from engine import store
 from engine.config import Settings
-from engine.errors import EngineError
-from engine.eventcursor import EventCursor
-from engine.store.runs import run_to_api
+from engine.errors import EngineError, StoreUnavailable
+from engine.eventorder import RunFollower
+from engine.model import Event, RunStatus
 from engine.submit import submit_run
 from engine.verify import verify_all, verify_run
-
-TERMINAL = {"completed", "failed", "cancelled"}
+from engine.wire import event_to_api, run_to_api
 
 
 def _print_json(value: Any) -> None:
@@ -48,7 +47,7 @@ def cmd_status(conn: psycopg.Connection, settings: Settings, args: argparse.Name
 def cmd_events(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
     store.run_get(conn, args.run_id)  # a clear "no run" instead of an empty list
     for event in store.events_after(conn, args.run_id, args.after, limit=1_000_000):
-        _print_json(event.to_api())
+        _print_json(event_to_api(event))
     return 0
 
 
@@ -76,7 +75,7 @@ def cmd_verify(conn: psycopg.Connection, settings: Settings, args: argparse.Name
     return 0
 
 
-def format_event(event: store.Event) -> str:
+def format_event(event: Event) -> str:
     parts = [event.ts.strftime("%H:%M:%S.%f")[:-3], f"#{event.id}", event.type]
     if event.step:
         parts.append(event.step)
@@ -94,18 +93,19 @@ def cmd_watch(conn: psycopg.Connection, settings: Settings, args: argparse.Names
     and it polls anyway, so a lost notification costs latency only."""
     store.run_get(conn, args.run_id)
     store.listen(conn, store.EVENTS_CHANNEL)
-    cursor = EventCursor(after=args.after)
+    watch = RunFollower(args.run_id, after=args.after)
+    events = watch.start(conn)
     while True:
-        for event in cursor.accept(store.events_after(conn, args.run_id, cursor.floor)):
+        for event in events:
             print(format_event(event), flush=True)
-        status = store.run_get(conn, args.run_id)["status"]
-        if status in TERMINAL:
-            for event in cursor.accept(store.events_after(conn, args.run_id, cursor.floor)):
+        status = store.run_get(conn, args.run_id).status
+        if status.terminal:
+            for event in watch.finish(conn):
                 print(format_event(event), flush=True)
             print(f"run {args.run_id} {status}", flush=True)
-            return 0 if status == "completed" else 3
-        for _ in conn.notifies(timeout=1.0, stop_after=1):
-            pass
+            return 0 if status == RunStatus.COMPLETED else 3
+        store.wait_for_notify(conn, 1.0)
+        events = watch.poll(conn)
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         with store.connect(settings.database_url, application_name=f"engine-{args.command}") as conn:
             return COMMANDS[args.command](conn, settings, args)
+    except StoreUnavailable as exc:
+        print(f"error: database unavailable: {str(exc.__cause__ or exc).strip()}", file=sys.stderr)
+        return 2
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ MAX_ACTIVE_RUNS_DEFAULT = 200
 MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT = 20
 RETENTION_HOURS_DEFAULT = 24.0
 RESTART_GRACE_SECONDS_DEFAULT = 15.0
+RESTART_RELOCK_SECONDS_DEFAULT = 3.0
 MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT = 5
 MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT = 8
 RESERVED_ACTIVE_RUNS_DEFAULT = 40
@@ -108,8 +109,14 @@ class Settings:
         "env": "DATA_BUDGET_MB", "help": "Disk budget of the runs' data (inputs, outputs, audit rows); past it, "
         "the oldest finished runs are pruned, whatever their age, until it is 90 % used; 0 disables it."})
     restart_grace_seconds: float = field(default=RESTART_GRACE_SECONDS_DEFAULT, metadata={
-        "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, how long a free liveness lock "
-        "is not read as a dead worker, so live workers can reconnect first."})
+        "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, the longest a free liveness lock "
+        "is not read as a dead worker, so live workers can reconnect first (RESTART_RELOCK_SECONDS "
+        "ends it sooner for each worker)."})
+    restart_relock_seconds: float = field(default=RESTART_RELOCK_SECONDS_DEFAULT, metadata={
+        "env": "RESTART_RELOCK_SECONDS", "help": "Ends the restart grace early: once a worker has "
+        "re-taken its liveness lock after a restart, workers that have not re-taken theirs within "
+        "this long are read as dead; a worker that re-took its lock is read as dead as soon as it "
+        "is free again."})
     llm_base_url: str = field(default="", metadata={
         "env": "LLM_BASE_URL", "help": "OpenAI-compatible endpoint for `llm_call` steps (e.g. "
         "https://api.openai.com/v1); empty uses the deterministic offline model."})
@@ -117,9 +124,14 @@ class Settings:
         "env": "LLM_API_KEY", "help": "Bearer token sent to LLM_BASE_URL."})
     llm_model: str = field(default="gpt-4o-mini", metadata={
         "env": "LLM_MODEL", "help": "Model name sent to LLM_BASE_URL."})
-    supervisor_socket: str = field(default="", metadata={
-        "env": "SUPERVISOR_SOCKET", "help": "supervisord's unix control socket; when set, the Kill "
-        "button signals workers through it."})
+    worker_name: str = field(default="", metadata={
+        "env": "WORKER_NAME", "help": "Name of a `python -m worker` started without `--name`, shown in "
+        "events and on the dashboard; empty uses worker-HOST-PID."})
+    log_level: str = field(default="INFO", metadata={
+        "env": "LOG_LEVEL", "help": "Log level of workers and the web app (DEBUG, INFO, WARNING, ERROR)."})
+    chaos_seed: str = field(default="", metadata={
+        "env": "CHAOS_SEED", "help": "Seeds each worker's random draws for the `failureRate` chaos knob "
+        "(with the worker's name, so workers differ); empty draws unseeded."})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

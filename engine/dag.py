@@ -172,12 +172,14 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
 
 def _number(obj: dict, key: str, where: str, default: float, low: float, high: float,
             integer: bool = False) -> float:
+    """The field's value as an int (`integer`) or else a float, never as the JSON happened to spell
+    it: the store writes each field of all steps as one typed array, which cannot mix int and float."""
     value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         raise InvalidRun(f"{where}: {key} must be {'an integer' if integer else 'a number'}")
     if not math.isfinite(value) or not low <= value <= high:
         raise InvalidRun(f"{where}: {key} must be between {low:g} and {high:g}")
-    return value
+    return int(value) if integer else float(value)
 
 
 def _check_chaos_knobs(where: str, step_input: dict) -> None:

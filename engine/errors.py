@@ -1,4 +1,5 @@
-"""The engine's exceptions. Driver errors are translated at the store's edge into these."""
+"""The engine's exceptions. Driver errors are translated into these in one place,
+`engine/store/errors.py`."""
 from __future__ import annotations
 
 
@@ -35,6 +36,11 @@ class RateLimited(EngineError):
 
 class StoreUnavailable(EngineError):
     """The database is unavailable."""
+
+
+class RetryableConflict(EngineError):
+    """The transaction lost a race that is nobody's fault (a deadlock, a serialization failure);
+    it was rolled back and succeeds when run again."""
 
 
 class PermanentError(Exception):

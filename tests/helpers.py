@@ -20,6 +20,19 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class FakeClock:
+    """The one test clock: a callable returning `now`, which the test moves by hand."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def wait_for(condition: Callable[[], T], timeout: float = 30.0, message: str = "condition",
              interval: float = 0.02) -> T:
     """Poll `condition` until it returns something truthy; fail with `message` after `timeout`."""

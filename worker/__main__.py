@@ -14,19 +14,19 @@ from worker.worker import Worker
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
-    parser.add_argument("--name", default=os.environ.get("WORKER_NAME") or f"worker-{socket.gethostname()}-{os.getpid()}",
-                        help="worker name shown in events (default $WORKER_NAME)")
+    parser.add_argument("--name", default=None, help="worker name shown in events (default $WORKER_NAME)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="step slots (default $WORKER_CONCURRENCY)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s {args.name} %(levelname)s %(message)s", stream=sys.stderr)
     try:
         settings = Settings.from_env()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    worker = Worker(settings, args.name, args.concurrency)
+    name = args.name or settings.worker_name or f"worker-{socket.gethostname()}-{os.getpid()}"
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s", stream=sys.stderr)
+    worker = Worker(settings, name, args.concurrency)
 
     def stop(signum: int, _frame: object) -> None:
         logging.getLogger("worker").info("signal %d: finishing running steps, then stopping", signum)

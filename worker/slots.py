@@ -3,11 +3,12 @@ and turn whatever happened into a `StepResult` (with the retry decision)."""
 from __future__ import annotations
 
 import json
+import random
 import traceback
 from collections.abc import Callable
 
 from engine.config import Settings
-from engine.errors import PermanentError, RetryAfter
+from engine.errors import PermanentError, RetryAfter, StoreUnavailable
 from engine.retry import backoff_delay, is_last_attempt
 from engine.store import ClaimedStep, StepResult
 from engine.tools import StepContext, run_step
@@ -31,6 +32,9 @@ def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
             raise PermanentError(f"the run's outputs would total {step.run_output_bytes + len(encoded)} bytes, more "
                                  f"than MAX_RUN_OUTPUT_BYTES ({settings.max_run_output_bytes})")
         return StepResult(step.id, step.attempt, ok=True, output_json=encoded, run_id=step.run_id)
+    except StoreUnavailable as exc:  # the engine's database, reached through the tool's connection
+        return StepResult(step.id, step.attempt, ok=False, error=str(exc)[:MAX_ERROR_CHARS], give_back=True,
+                          run_id=step.run_id)
     except PermanentError as exc:
         return failure(step, f"permanent: {exc}", permanent=True)
     except RetryAfter as exc:
@@ -59,7 +63,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{at}"
 
 
-def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool]) -> StepContext:
+def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool],
+                 rng: random.Random) -> StepContext:
     return StepContext(run_id=step.run_id, step_name=step.name, input=step.input or {},
                        parents=step.parents or {}, attempt=step.attempt, settings=settings,
-                       record_notification=record_notification)
+                       record_notification=record_notification, rng=rng)
+
+
+def chaos_rng(settings: Settings, worker_name: str) -> random.Random:
+    """The worker's generator for chaos draws (`failureRate`): seeded by CHAOS_SEED and the worker's
+    name when CHAOS_SEED is set, so a soak's failures can be replayed; unseeded otherwise. Slots
+    draw from it concurrently, so the sequence per worker is reproduced, not which step gets which
+    draw when steps run in parallel."""
+    return random.Random(f"{settings.chaos_seed}:{worker_name}") if settings.chaos_seed else random.Random()

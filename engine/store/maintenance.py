@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import psycopg
 
+from engine.store.errors import translated
+
 PRUNE_LOCK_KEY = 7_341_003  # one pruner at a time across all workers
 PRUNE_BATCH = 200
 
@@ -27,6 +29,7 @@ _PRUNE_OTHERS = (
 )
 
 
+@translated
 def runs_prune(conn: psycopg.Connection, retention_hours: float, batch: int = PRUNE_BATCH) -> int:
     """Delete up to `batch` finished runs older than the retention (and old worker rows). Returns
     the number of runs deleted; 0 when another process is pruning or retention is 0 (keep all)."""
@@ -73,6 +76,7 @@ DELETE FROM runs r USING victims WHERE r.id = victims.id
 """
 
 
+@translated
 def runs_data_bytes(conn: psycopg.Connection) -> int:
     """The runs' data on disk, as `runs_prune_to_budget` counts it."""
     row = conn.execute("SELECT coalesce(sum(bytes), 0)::bigint AS bytes FROM (" + _RUN_SIZES + ") sizes",
@@ -80,6 +84,7 @@ def runs_data_bytes(conn: psycopg.Connection) -> int:
     return row["bytes"]
 
 
+@translated
 def runs_prune_to_budget(conn: psycopg.Connection, budget_bytes: int, batch: int = PRUNE_BATCH) -> int:
     """When the runs' data passes `budget_bytes`, delete the oldest finished runs (whatever their
     age) until it is back to 90 % of it, up to `batch` runs per call. Active runs are never touched:

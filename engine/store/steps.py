@@ -11,7 +11,8 @@ from uuid import UUID
 
 import psycopg
 
-from engine.store.events import notify_events, notify_steps_ready
+from engine.store.errors import translated
+from engine.store.notify import notify_after_commit
 
 # What both claims do with the steps they picked: bump the attempt, lease them, audit the start, and
 # return each with its parents' outputs. The parents' outputs are the handler's input: over
@@ -190,7 +191,7 @@ WITH released AS (
 )
 INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
 SELECT run_id, id, %(worker)s, 'step_reclaimed', attempt,
-       jsonb_build_object('reason', 'released on shutdown', 'countsAsAttempt', false)
+       jsonb_build_object('reason', %(reason)s::text, 'countsAsAttempt', false)
 FROM released ORDER BY id
 RETURNING step_id
 """
@@ -231,6 +232,9 @@ class StepResult:
     delay_seconds: float = 0.0
     dead_letter: bool = False
     run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
+    # The database was unavailable to the tool: not the step's fault, so the worker releases the step
+    # without using the attempt instead of recording this result (worker/worker.py).
+    give_back: bool = False
 
 
 def _claim_statement(client_cap: int) -> str:
@@ -240,6 +244,7 @@ def _claim_statement(client_cap: int) -> str:
 PARENT_BYTES_UNLIMITED = 1 << 62
 
 
+@translated
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
                lease_seconds: float, client_cap: int = 0,
                parent_bytes: int = PARENT_BYTES_UNLIMITED) -> list[ClaimedStep]:
@@ -273,22 +278,6 @@ class RecordSummary:
     newly_ready: int
 
 
-# NOTIFY is only a wake-up, and a transaction that notifies holds a cluster-wide lock from its
-# pre-commit until its commit is flushed: every notifying transaction commits one after another.
-# So the data transactions do not notify; this statement does, after their commit, as its own
-# transaction with an asynchronous commit (nothing to make durable), holding that lock briefly.
-_NOTIFY_AFTER_COMMIT = """
-SELECT set_config('synchronous_commit', 'off', true),
-       pg_notify('dae_events', ''),
-       CASE WHEN %(steps_ready)s THEN pg_notify('dae_steps_ready', '') END
-"""
-
-
-def notify_after_commit(conn: psycopg.Connection, steps_ready: bool) -> None:
-    """Announce committed audit rows (and, if asked, claimable steps) in one round trip."""
-    conn.execute(_NOTIFY_AFTER_COMMIT, {"steps_ready": steps_ready})
-
-
 def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
     """Complete or fail the given runs if their steps say so. Call inside the transaction that
     changed the steps; the run rows are locked first so two transactions finishing the last two
@@ -299,6 +288,7 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
     return conn.execute(_FINALIZE_RUNS, {"runs": run_ids}).fetchall()
 
 
+@translated
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
                           limit: int, lease_seconds: float,
                           client_cap: int = 0,
@@ -325,6 +315,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
     return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
 
 
+@translated
 def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], lease_seconds: float) -> set[int]:
     """Renew the leases of (step id, attempt); returns the ids still held (the rest were taken away)."""
     if not leases:
@@ -334,17 +325,18 @@ def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], leas
     return {row["id"] for row in rows}
 
 
-def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, int]]) -> int:
-    """Give unfinished steps back on shutdown so another worker takes them at once; the interrupted
-    attempt does not count against the step's budget."""
+@translated
+def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, int]],
+                 reason: str = "released on shutdown") -> int:
+    """Give unfinished steps back (on shutdown, or when the database was unavailable to a tool) so
+    another attempt starts at once; the interrupted attempt does not count against the step's budget."""
     if not leases:
         return 0
     with conn.transaction():
         rows = conn.execute(_RELEASE, {"ids": [s for s, _ in leases], "attempts": [a for _, a in leases],
-                                       "worker": worker}).fetchall()
-        if rows:
-            notify_events(conn)
-            notify_steps_ready(conn)
+                                       "worker": worker, "reason": reason}).fetchall()
+    if rows:
+        notify_after_commit(conn, steps_ready=True)
     return len(rows)
 
 
@@ -359,6 +351,7 @@ WHERE s.status = 'ready'
 """
 
 
+@translated
 def step_seconds_until_ready(conn: psycopg.Connection, client_cap: int = 0) -> float | None:
     """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
     by the database's clock; None when nothing is ready. With `client_cap`, the steps of clients

@@ -34,6 +34,7 @@ class StepContext:
     settings: Settings
     record_notification: Callable[[str], bool] = field(default=lambda message: True)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    rng: random.Random = field(default_factory=random.Random)  # the worker's chaos draws (CHAOS_SEED)
 
     @property
     def idempotency_key(self) -> str:
@@ -76,5 +77,5 @@ def apply_chaos(ctx: StepContext) -> None:
     if ctx.attempt <= int(knobs.get("failTimes", 0)):
         raise TransientToolError(f"injected failure (failTimes={knobs['failTimes']}, attempt {ctx.attempt})")
     rate = float(knobs.get("failureRate", 0))
-    if rate and random.random() < rate:
+    if rate and ctx.rng.random() < rate:
         raise TransientToolError(f"injected transient failure (failureRate={rate:g})")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import store
+from engine.model import StepStatus
 from tests.chaos.support import assert_invariants, wait_registered, wait_terminal
 from tests.helpers import make_run, step, wait_for
 from tests.web.support import WebServer
@@ -30,7 +31,7 @@ def submit(web: WebServer, body: dict, client: str) -> str:
 
 
 def running_steps(conn, run_ids: list[str]) -> int:  # noqa: ANN001 - a psycopg connection
-    return sum(s["status"] == "running" for r in run_ids for s in store.run_get(conn, r)["steps"])
+    return sum(s.status == StepStatus.RUNNING for r in run_ids for s in store.run_get(conn, r).steps)
 
 
 def test_long_sleeps_of_one_client_leave_slots_for_another(web, conn, spawn):

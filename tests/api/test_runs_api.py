@@ -1,4 +1,4 @@
-"""The JSON API of DESIGN.md §9 over HTTP against a real gunicorn server: good input, bad input
+"""The JSON API of the README over HTTP against a real gunicorn server: good input, bad input
 (a clear 4xx and nothing stored), and the state changes each endpoint makes."""
 from __future__ import annotations
 

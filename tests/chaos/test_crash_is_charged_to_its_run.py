@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine import store
+from engine.model import StepStatus
 from engine.submit import submit_run
 from tests.chaos.support import (
     Supervisor,
@@ -35,14 +36,14 @@ def test_steps_that_die_with_a_crash_steps_worker_do_not_use_an_attempt(conn, se
         wait_registered(conn, *procs)
 
     assert statuses == {str(poison_id): "failed", str(bystander_id): "completed"}
-    poison = store.run_get(conn, str(poison_id))["steps"][0]
-    assert (poison["status"], poison["reclaims"]) == ("dead_letter", 3)
-    assert "worker crashed 3 times" in poison["error"]
+    poison = store.run_get(conn, poison_id).steps[0]
+    assert (poison.status, poison.reclaims) == (StepStatus.DEAD_LETTER, 3)
+    assert "worker crashed 3 times" in poison.error
     assert all(e.detail["countsAsAttempt"] for e in run_events(conn, poison_id, "step_reclaimed"))
     spared = run_events(conn, bystander_id, "step_reclaimed")
     assert spared, "the crash never caught a bystander step mid-flight"
     assert not any(e.detail["countsAsAttempt"] for e in spared)
-    assert all(s["reclaims"] == 0 for s in store.run_get(conn, str(bystander_id))["steps"])
+    assert all(s.reclaims == 0 for s in store.run_get(conn, bystander_id).steps)
     assert_invariants(conn, [poison_id, bystander_id])
 
 

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from engine import store
+from engine.model import StepStatus
 from engine.store.maintenance import runs_data_bytes
 from engine.submit import submit_run
 from engine.verify import verify_all
@@ -53,6 +54,6 @@ def test_a_run_cannot_store_more_than_its_output_budget(conn, settings, spawn):
     wait_registered(conn, *procs)
     run_id, _ = submit_run(conn, doubling_ladder(6, 2), settings)
     assert wait_terminal(conn, [run_id], 60) == {str(run_id): "failed"}
-    dead = [s for s in store.run_get(conn, str(run_id))["steps"] if s["status"] == "dead_letter"]
-    assert dead and all("more than MAX_RUN_OUTPUT_BYTES (150000)" in s["error"] for s in dead), dead
+    dead = [s for s in store.run_get(conn, run_id).steps if s.status == StepStatus.DEAD_LETTER]
+    assert dead and all("more than MAX_RUN_OUTPUT_BYTES (150000)" in s.error for s in dead), dead
     assert_invariants(conn, [run_id])

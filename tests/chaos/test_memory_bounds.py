@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import store
+from engine.model import StepStatus
 from engine.submit import submit_run
 from tests.chaos.support import assert_invariants, wait_registered, wait_terminal
 from tests.helpers import make_run, step
@@ -43,9 +44,9 @@ def test_a_step_whose_parents_grew_too_big_fails_with_a_clear_error(conn, settin
     wait_registered(conn, *procs)
     run_id, _ = submit_run(conn, doubling_ladder(9, 3), settings)
     assert wait_terminal(conn, [run_id], 60) == {str(run_id): "failed"}
-    dead = [s for s in store.run_get(conn, str(run_id))["steps"] if s["status"] == "dead_letter"]
-    assert dead and all("more than MAX_PARENT_BYTES (262144)" in s["error"] for s in dead), dead
-    assert all(s["attempt"] == 1 for s in dead)  # permanent: retrying cannot make them smaller
+    dead = [s for s in store.run_get(conn, run_id).steps if s.status == StepStatus.DEAD_LETTER]
+    assert dead and all("more than MAX_PARENT_BYTES (262144)" in s.error for s in dead), dead
+    assert all(s.attempt == 1 for s in dead)  # permanent: retrying cannot make them smaller
     assert_invariants(conn, [run_id])
 
 

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from engine import store
-from engine.store.dashboard import steps_brief
+from engine.store.runs import steps_by_id
 from tests.e2e.conftest import LAPTOP, PHONE
 from tests.e2e.test_dashboard import submit_from_form
 from tests.helpers import make_run, step
@@ -57,8 +57,8 @@ def paused(workers: list) -> Iterator[None]:
 def busy_worker(conn, run_id: str) -> str:
     """A worker that holds a step of the run right now."""
     for worker in store.workers_list(conn):
-        if any(str(s["run_id"]) == run_id for s in steps_brief(conn, list(worker["running"])).values()):
-            return worker["name"]
+        if any(str(s.run_id) == run_id for s in steps_by_id(conn, list(worker.running)).values()):
+            return worker.name
     raise AssertionError("no worker is running a step of the run")
 
 
@@ -73,8 +73,8 @@ def test_a_poison_pill_ends_dead_lettered_with_redrive_offered(page: Page, stack
         expect(page.locator(f"#steps tr[data-step='{branch}']")).to_have_attribute("data-status", "succeeded")
     expect(page.locator("#steps tr[data-step='llm_call.after_poison']")).to_have_attribute("data-status", "pending")
     page.goto(stack.server.url + "/dead-letters")
-    dead = store.run_get(stack.conn, run_id)["steps"][0]
-    entry = page.locator(f"#dead-letters [data-step-id='{dead['id']}']")
+    dead = store.run_get(stack.conn, run_id).steps[0]
+    entry = page.locator(f"#dead-letters [data-step-id='{dead.id}']")
     expect(entry).to_contain_text("worker crashed 3 times")
     expect(entry.locator(".redrive-button")).to_be_visible()
 

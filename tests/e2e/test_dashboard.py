@@ -45,7 +45,7 @@ def test_research_steps_turn_green_live_and_the_run_completes_without_reload(pag
     expect(page.locator("#run-header")).to_have_attribute("data-status", "completed")
     expect(page.locator("#event-log [data-type='run_completed']")).to_have_count(1)
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
-    assert store.run_get(stack.conn, run_id)["status"] == "completed"
+    assert store.run_get(stack.conn, run_id).status == "completed"
 
 
 def test_markup_in_a_goal_renders_as_text(page: Page, stack):

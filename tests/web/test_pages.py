@@ -51,7 +51,7 @@ def test_the_form_submits_a_workflow_and_redirects_to_its_run(client, conn):
     assert response.status_code == 303
     run_id = store.run_ids(conn)[0]
     assert response.headers["Location"].endswith(f"/runs/{run_id}")
-    assert len(store.run_get(conn, run_id)["steps"]) == 6
+    assert len(store.run_get(conn, run_id).steps) == 6
 
 
 def test_a_form_error_is_shown_next_to_the_form_keeping_what_was_typed(client, conn):
@@ -121,7 +121,7 @@ def test_cancel_and_redrive_forms_act_and_come_back_with_a_message(client, conn,
     token = csrf(client)
     response = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
     assert "Run cancelled" in response.get_data(as_text=True)
-    assert store.run_get(conn, run_id)["status"] == "cancelled"
+    assert store.run_get(conn, run_id).status == "cancelled"
     again = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
     assert "already cancelled" in again.get_data(as_text=True)
     redrive = client.post("/steps/999999/redrive", data={"csrf_token": token})

@@ -6,14 +6,15 @@ from uuid import uuid4
 
 from app.dag_svg import NODE_WIDTH, dag_picture
 from app.timeline import attempt_spans, timeline_picture
-from engine.store import Event
+from engine.model import Event, RunStatus, Step, StepStatus
+from tests.records import run_record, step_record
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def step(step_id: int, name: str, depends_on: list[str] = (), status: str = "pending", attempt: int = 0) -> dict:
-    return {"id": step_id, "name": name, "kind": name.split(".")[0], "dependsOn": list(depends_on),
-            "status": status, "attempt": attempt, "maxAttempts": 5, "attemptLimit": 5}
+def step(step_id: int, name: str, depends_on: list[str] = (), status: StepStatus = StepStatus.PENDING,
+         attempt: int = 0) -> Step:
+    return step_record(step_id, name, status, attempt, depends_on)
 
 
 def event(event_id: int, kind: str, at: float, step_id: int | None = None, attempt: int | None = None,
@@ -33,7 +34,8 @@ def test_dag_columns_follow_depth_and_a_fan_in_sits_right_of_its_parents():
 
 
 def test_dag_shows_a_failed_ready_step_as_retrying():
-    picture = dag_picture([step(1, "tool_call.a", status="ready", attempt=2), step(2, "tool_call.b", status="ready")])
+    picture = dag_picture([step(1, "tool_call.a", status=StepStatus.READY, attempt=2),
+                           step(2, "tool_call.b", status=StepStatus.READY)])
     assert {n.name: n.status for n in picture.nodes} == {"tool_call.a": "retrying", "tool_call.b": "ready"}
 
 
@@ -60,7 +62,7 @@ def test_an_attempt_whose_reclaim_dead_lettered_the_step_ends_as_dead():
 
 
 def test_timeline_has_a_lane_per_worker_bars_per_attempt_and_markers():
-    run = {"createdAt": T0.isoformat(), "finishedAt": (T0 + timedelta(seconds=10)).isoformat()}
+    run = run_record(status=RunStatus.COMPLETED, created_at=T0, finished_at=T0 + timedelta(seconds=10))
     events = [
         event(1, "step_started", 0, 1, 1, "w1"), event(2, "step_started", 0.5, 2, 1, "w1"),
         event(3, "step_reclaimed", 2, 1, 1, "w1", {"reason": "worker died"}),

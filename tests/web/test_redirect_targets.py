@@ -16,7 +16,7 @@ from tests.web.test_pages import csrf
 def step_id(conn, settings) -> int:  # noqa: ANN001 - fixtures
     """A step that is not dead-lettered: redriving it is refused, and the form redirects."""
     run_id, _ = submit_run(conn, make_run(step("tool_call.a", tool="fetch_data")), settings)
-    return store.run_get(conn, str(run_id))["steps"][0]["id"]
+    return store.run_get(conn, run_id).steps[0].id
 
 OFF_SITE = ["/\t/evil.example/", "/\n/evil.example", "/ /evil.example", "//evil.example", "/\\evil.example",
             "https://evil.example/", "/\r\nSet-Cookie: x=1", "/\x7f/evil.example"]
