@@ -52,8 +52,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app import api, chaos, filters, live, pages
+    from app import api, chaos, filters, live, pages, streaming
     filters.install(app)
+    streaming.install(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(chaos.bp)

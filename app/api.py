@@ -19,6 +19,7 @@ from engine.errors import InvalidRun
 from engine.eventorder import parse_after
 from engine.model import RunStatus, StepStatus
 from engine.store.dashboard import database_ping
+from engine.store.streams import run_usage
 from engine.submit import submit_run
 from engine.wire import event_to_api, run_to_api, worker_to_api
 
@@ -46,7 +47,9 @@ def submit() -> tuple[Response, int]:
 def run_status(run_id: UUID) -> Response:
     with db() as conn:
         run = store.run_get(conn, run_id)
-    return jsonify(run_to_api(run))
+        # Runs with LLM steps also carry their usage, cost and budget.
+        usage = run_usage(conn, run_id) if any(s.kind == "llm_call" for s in run.steps) else None
+    return jsonify(run_to_api(run, usage))
 
 
 @bp.get("/api/runs/<uuid:run_id>/events")

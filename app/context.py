@@ -11,17 +11,24 @@ from uuid import UUID
 
 import psycopg
 
-from app.dag_svg import dag_picture, display_status
-from app.timeline import timeline_picture
+from app.dag_svg import blocked_steps, dag_picture, display_status
+from app.llm_view import limits_context, llm_context
+from app.state import state
+from app.timeline import NARROW, timeline_picture
 from engine import store
 from engine.model import Event, Run, Step, StepStatus, WorkerStatus
-from engine.store.dashboard import dead_letters_list, queue_snapshot, worker_events_between
+from engine.store.dashboard import dead_letters_list, queue_snapshot, step_leases, worker_events_between
 from engine.store.runs import steps_by_id
 
 FEED_LENGTH = 40
 RUN_LOG_LENGTH = 1000
 RECENT_RUNS = 12
 GONE_WORKERS_SECONDS = 600
+LOGGED_WORKER_EVENTS = ("worker_kill_requested", "worker_lost")  # shown in a run's log beside its events
+
+
+def limit_window_seconds() -> float:
+    return state().settings.limit_window_seconds
 
 
 def workers_context(conn: psycopg.Connection) -> dict[str, Any]:
@@ -34,7 +41,8 @@ def workers_context(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def queue_context(conn: psycopg.Connection) -> dict[str, Any]:
-    return {"queue": queue_snapshot(conn)}
+    """Queue counts, and the provider limits' use (shown under them)."""
+    return {"queue": queue_snapshot(conn), **limits_context(conn, limit_window_seconds())}
 
 
 def runs_context(conn: psycopg.Connection) -> dict[str, Any]:
@@ -64,10 +72,14 @@ def run_events(conn: psycopg.Connection, run_id: UUID | str, upto: int | None = 
 
 
 def run_context(conn: psycopg.Connection, run_id: UUID | str, upto: int | None = None) -> dict[str, Any]:
-    """Everything the run page shows: header, DAG, timeline, steps, and the event log."""
+    """Everything the run page shows: header, DAG, timeline, steps, and the event log (the run's
+    events, with the kills and losses of the workers that ran it in their place)."""
     run = store.run_get(conn, run_id)
     events = run_events(conn, run_id, upto)
-    return {**run_picture_context(conn, run, events), "log": events[-RUN_LOG_LENGTH:]}
+    pictures = run_picture_context(conn, run, events)
+    worker_events = [e for e in pictures["worker_events"] if upto is None or e.id <= upto]
+    log = sorted([*events, *worker_events], key=lambda e: e.id)
+    return {**pictures, "log": log[-RUN_LOG_LENGTH:]}
 
 
 def run_picture_context(conn: psycopg.Connection, run: Run, events: list[Event]) -> dict[str, Any]:
@@ -76,13 +88,20 @@ def run_picture_context(conn: psycopg.Connection, run: Run, events: list[Event])
     lanes = sorted({e.worker for e in events if e.type == "step_started" and e.worker})
     markers = worker_events_between(conn, lanes, run.created_at, run.finished_at or now)
     last_worker = {e.step_id: e.worker for e in events if e.type == "step_started"}
-    steps = [{**vars(s), "display_status": display_status(s), "seconds": _seconds(s, now),
+    blocked = blocked_steps(run.steps)
+    steps = [{**vars(s), "display_status": display_status(s, blocked, run.status), "seconds": _seconds(s, now),
               "worker": s.worker or last_worker.get(s.id)} for s in run.steps]
     counts: dict[str, int] = {}
     for step in steps:
         counts[step["display_status"]] = counts.get(step["display_status"], 0) + 1
+    lease = {"lease_seconds": state().settings.lease_seconds, "leases": step_leases(conn, run.id)}
     return {"run": {**vars(run), "steps": steps, "counts": counts, "terminal": run.terminal},
-            "dag": dag_picture(run.steps), "timeline": timeline_picture(run, events, markers, now)}
+            "dag": dag_picture(run.steps, run_status=run.status),
+            "dag_narrow": dag_picture(run.steps, vertical=True, run_status=run.status),
+            "timeline": timeline_picture(run, events, markers, now, **lease),
+            "timeline_narrow": timeline_picture(run, events, markers, now, NARROW, **lease),
+            "worker_events": [e for e in markers if e.type in LOGGED_WORKER_EVENTS],
+            **llm_context(conn, run)}
 
 
 def _seconds(step: Step, now: datetime) -> float | None:

@@ -58,8 +58,8 @@ def pretty_json(value: Any, limit: int = JSON_PREVIEW_CHARS) -> str:
 
 EVENT_FAMILIES = {
     "ok": {"step_succeeded", "run_completed", "worker_started"},
-    "bad": {"step_dead_lettered", "run_failed", "worker_lost", "worker_kill_requested"},
-    "warn": {"step_retry_scheduled", "step_reclaimed", "step_result_discarded", "step_redriven"},
+    "bad": {"step_dead_lettered", "run_failed", "worker_lost", "worker_kill_requested", "budget_exceeded"},
+    "warn": {"step_retry_scheduled", "step_reclaimed", "step_result_discarded", "step_redriven", "limit_paused"},
     "muted": {"step_cancelled", "run_cancelled", "worker_stopped"},
 }
 
@@ -88,8 +88,16 @@ def event_text(event: Event) -> str:
         return f"{detail.get('reason', '')}"
     if event.type == "step_redriven":
         return "run re-opened" if detail.get("runReopened") else ""
+    if event.type == "run_failed" and detail.get("reason"):
+        return str(detail["reason"]).replace("_", " ")
     if event.type == "run_failed":
         return f"{detail.get('deadLetters', '?')} dead-lettered"
+    if event.type == "budget_exceeded":
+        budget, spent = detail.get("budget") or {}, detail.get("spent") or {}
+        return (f"spent {spent.get('tokens')} tokens / ${spent.get('usd')} of budget "
+                f"{budget.get('tokens') or '-'} tokens / ${budget.get('usd') or '-'}")
+    if event.type == "limit_paused":
+        return f"{detail.get('key')} paused {detail.get('retryAfterSeconds')}s (429 Retry-After)"
     if event.type == "worker_kill_requested":
         return f"pid {detail.get('pid')} via {detail.get('via')}"
     if event.type in ("worker_started", "worker_lost"):

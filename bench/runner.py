@@ -28,7 +28,7 @@ class Runner:
         if any(name in self.selected for name in ("handoff", "live")):
             self.commit_timestamps = self.server.enable_commit_timestamps()
         steps = {"handoff": self._handoff, "submit": self._submit, "live": self._live,
-                 "resources": self._resources, "recovery": self._recovery}
+                 "resources": self._resources, "recovery": self._recovery, "llm_stream": self._llm_stream}
         for name, step in steps.items():
             if name in self.selected:
                 self._run(name, step)
@@ -73,6 +73,11 @@ class Runner:
         from bench.live_view import run_live_bench
         result.figures = run_live_bench(self.server, self.sizes["live_steps"], self.sizes["live_repeats"],
                                         self.commit_timestamps)
+
+    def _llm_stream(self, result: BenchResult) -> None:
+        from bench.llm_stream import run_llm_stream_bench
+        result.figures = run_llm_stream_bench(self.server, int(self.sizes["stream_tokens"]),
+                                              int(self.sizes["stream_repeats"]))
 
     def _resources(self, result: BenchResult) -> None:
         from bench.resources import run_resources_bench

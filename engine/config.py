@@ -29,6 +29,11 @@ MAX_ACTIVE_RUNS_DEFAULT = 200
 MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT = 20
 RETENTION_HOURS_DEFAULT = 24.0
 RESTART_GRACE_SECONDS_DEFAULT = 15.0
+LLM_OFFLINE_TOKENS_PER_SECOND_DEFAULT = 30.0
+LLM_STREAM_FLUSH_SECONDS_DEFAULT = 0.075
+LLM_STREAM_FLUSH_TOKENS_DEFAULT = 32
+LLM_PRICES_DEFAULT = "gpt-4o-mini=0.00015/0.0006,offline-extractive-1=0.00015/0.0006"
+LIMIT_WINDOW_SECONDS_DEFAULT = 60.0
 RESTART_RELOCK_SECONDS_DEFAULT = 3.0
 MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT = 5
 MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT = 8
@@ -124,6 +129,24 @@ class Settings:
         "env": "LLM_API_KEY", "help": "Bearer token sent to LLM_BASE_URL."})
     llm_model: str = field(default="gpt-4o-mini", metadata={
         "env": "LLM_MODEL", "help": "Model name sent to LLM_BASE_URL."})
+    llm_offline_tokens_per_second: float = field(default=LLM_OFFLINE_TOKENS_PER_SECOND_DEFAULT, metadata={
+        "env": "LLM_OFFLINE_TOKENS_PER_SECOND", "help": "Pace at which the offline model streams its words "
+        "(a realistic provider's); 0 streams them all at once."})
+    llm_stream_flush_seconds: float = field(default=LLM_STREAM_FLUSH_SECONDS_DEFAULT, metadata={
+        "env": "LLM_STREAM_FLUSH_SECONDS", "help": "Streamed text is written to Postgres in one transaction "
+        "per batch: at most this long after its first token ..."})
+    llm_stream_flush_tokens: int = field(default=LLM_STREAM_FLUSH_TOKENS_DEFAULT, metadata={
+        "env": "LLM_STREAM_FLUSH_TOKENS", "help": "... or as soon as this many tokens wait, whichever comes first."})
+    llm_prices: str = field(default=LLM_PRICES_DEFAULT, metadata={
+        "env": "LLM_PRICES", "help": "USD per 1K prompt/completion tokens by model, `model=in/out` comma-separated; "
+        "a model not listed costs 0. The offline model is priced like gpt-4o-mini so the demo shows a cost."})
+    llm_limits: str = field(default="", metadata={
+        "env": "LLM_LIMITS", "help": "Provider limits as JSON, e.g. `{\"llm\": {\"concurrency\": 4, "
+        "\"requestsPerMinute\": 60, \"tokensPerMinute\": 100000}}`; written to table provider_limits at "
+        "worker start (see \"Provider limits\")."})
+    limit_window_seconds: float = field(default=LIMIT_WINDOW_SECONDS_DEFAULT, metadata={
+        "env": "LIMIT_WINDOW_SECONDS", "help": "Length of the \"minute\" of requestsPerMinute and "
+        "tokensPerMinute (shorter in tests)."})
     worker_name: str = field(default="", metadata={
         "env": "WORKER_NAME", "help": "Name of a `python -m worker` started without `--name`, shown in "
         "events and on the dashboard; empty uses worker-HOST-PID."})

@@ -163,3 +163,83 @@ class QueueSnapshot:
     oldest_ready_seconds: float
     workers_alive: int
     last_event_id: int
+
+
+# -- LLM steps (issue 12): streamed text, usage, budgets and provider limits -------------------
+
+
+class StreamState(StrEnum):
+    """What became of one attempt's streamed text."""
+    STREAMING = "streaming"      # the attempt is running and may add more
+    COMPLETE = "complete"        # its stream ended normally
+    INTERRUPTED = "interrupted"  # it stopped part-way (worker killed, stream broken, step taken away)
+
+
+@dataclass(frozen=True)
+class StreamPart:
+    """A piece of a step's streamed text: `text` starts at character `offset` of the step's stream
+    (all attempts, in attempt order) and belongs to `attempt`."""
+    step_id: int
+    attempt: int
+    offset: int
+    text: str
+    state: StreamState
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.text)
+
+
+@dataclass(frozen=True)
+class StepStream:
+    """A step's streamed text from some offset on, one part per attempt (consecutive batches merged)."""
+    step_id: int
+    run_id: UUID
+    step: str
+    status: StepStatus
+    attempt: int
+    offset: int
+    parts: tuple[StreamPart, ...]
+
+    @property
+    def end(self) -> int:
+        return self.parts[-1].end if self.parts else self.offset
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and cost: of one step (all its attempts), of a run, or of a model."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+    latency_ms: float = 0.0  # of the latest call
+    model: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    """A run's LLM usage summed in SQL, per step and in total, with its budget if it has one."""
+    total: Usage
+    steps: dict[int, Usage]
+    budget_tokens: int | None
+    budget_usd: float | None
+    budget_exceeded: bool
+
+
+@dataclass(frozen=True)
+class ProviderLimit:
+    """A named provider limit and its use now (the dashboard)."""
+    key: str
+    concurrency: int | None
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    running: int
+    waiting: int
+    window_requests: int
+    window_tokens: int
+    paused_seconds: float  # 0 when not paused

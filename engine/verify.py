@@ -5,6 +5,12 @@ problems as sentences; an empty list means every invariant holds:
 - replaying the events reproduces each step's final status and attempt, and the run's status;
 - no step has more than one recorded success, and attempts only grow;
 - no step started before all of its parents had succeeded;
+- a terminal run is consistent with its steps (a run failed for its budget has no dead letter:
+  its unfinished steps were cancelled);
+- no step started after its run's `budget_exceeded` event.
+
+Events that change no state (`limit_paused`, `budget_exceeded`, ...) are accepted and replayed as
+no-ops; `run_failed` with reason `budget_exceeded` is a run transition like any other.
 - time order agrees with id order for dependent events: a step's transitions are timed in the
   order they were written, and no step's start is timed before its parents' successes;
 - a terminal run is consistent with its steps.
@@ -116,7 +122,12 @@ def check_run(run: Run, events: Sequence[Event]) -> list[str]:
         problems.extend(_step_matches_replay(step, state))
     if state.run_status != run.status:
         problems.append(f"run is {run.status} but its events replay to {state.run_status}")
-    problems.extend(_run_consistency(run))
+    stopped_for_budget = next((e.id for e in events if e.type == "budget_exceeded"), None)
+    if stopped_for_budget is not None:
+        late = [e.step for e in events if e.type == "step_started" and e.id > stopped_for_budget]
+        if late:
+            problems.append(f"step(s) {late} started after the run's budget was exceeded")
+    problems.extend(_run_consistency(run, budget_failed=stopped_for_budget is not None))
     return problems
 
 
@@ -133,7 +144,7 @@ def _step_matches_replay(step: Step, state: Replay) -> list[str]:
     return problems
 
 
-def _run_consistency(run: Run) -> list[str]:
+def _run_consistency(run: Run, budget_failed: bool = False) -> list[str]:
     statuses = [s.status for s in run.steps]
     active = sum(s in ACTIVE_STEP_STATUSES for s in statuses)
     dead = statuses.count(StepStatus.DEAD_LETTER)
@@ -142,6 +153,8 @@ def _run_consistency(run: Run) -> list[str]:
     status = run.status
     if status == RunStatus.COMPLETED and not all_ok:
         return [f"run is completed but its steps are {seen}"]
+    if status == RunStatus.FAILED and budget_failed and not active:
+        return []
     if status == RunStatus.FAILED and (dead == 0 or active):
         return [f"run is failed with {dead} dead-lettered and {active} ready/running step(s)"]
     if status == RunStatus.CANCELLED and active:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from engine.model import Event, Run, Step, WorkerInfo
+from engine.model import Event, ProviderLimit, Run, RunUsage, Step, StepStream, StreamPart, Usage, WorkerInfo
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -28,10 +28,57 @@ def step_to_api(step: Step) -> dict[str, Any]:
             "error": step.error}
 
 
-def run_to_api(run: Run) -> dict[str, Any]:
-    """`GET /api/runs/<id>` and `python -m engine status`."""
-    return {"id": str(run.id), "goal": run.goal, "status": run.status.value,
+def run_to_api(run: Run, usage: RunUsage | None = None) -> dict[str, Any]:
+    """`GET /api/runs/<id>` and `python -m engine status`; with `usage`, each LLM step gets a
+    `usage` and the run its `usage` totals and `budget`."""
+    body = {"id": str(run.id), "goal": run.goal, "status": run.status.value,
             "steps": [step_to_api(step) for step in run.steps]}
+    if usage is not None:
+        for step in body["steps"]:
+            if step["id"] in usage.steps:
+                step["usage"] = usage_to_api(usage.steps[step["id"]])
+        body["usage"] = usage_to_api(usage.total)
+        body["budget"] = budget_to_api(usage)
+    return body
+
+
+def usage_to_api(usage: Usage) -> dict[str, Any]:
+    """Tokens, cost (USD), calls (attempts that got an answer), model and latency of the latest call."""
+    return {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens,
+            "totalTokens": usage.tokens, "costUsd": round(usage.cost_usd, 8), "calls": usage.calls,
+            "model": usage.model, "latencyMs": round(usage.latency_ms, 1)}
+
+
+def budget_to_api(usage: RunUsage) -> dict[str, Any] | None:
+    if usage.budget_tokens is None and usage.budget_usd is None:
+        return None
+    return {"tokens": usage.budget_tokens, "usd": usage.budget_usd, "exceeded": usage.budget_exceeded}
+
+
+def stream_to_api(stream: StepStream) -> dict[str, Any]:
+    """`GET /api/steps/<id>/stream?offset=N`: the text from offset N, one part per attempt."""
+    return {"stepId": stream.step_id, "runId": str(stream.run_id), "step": stream.step,
+            "status": stream.status.value, "attempt": stream.attempt, "offset": stream.offset,
+            "nextOffset": stream.end, "parts": [part_to_api(p) for p in stream.parts],
+            "text": "".join(p.text for p in stream.parts)}
+
+
+def part_to_api(part: StreamPart) -> dict[str, Any]:
+    return {"attempt": part.attempt, "offset": part.offset, "text": part.text, "state": part.state.value}
+
+
+def chunk_to_ws(stream: StepStream, part: StreamPart) -> dict[str, Any]:
+    """An `llm_chunk` message of `WS /ws/<run_id>`: `text` starts at character `offset` of the
+    step's stream; a client keeps `offset + len(text)` per step to resume with `?streams=`."""
+    return {"type": "llm_chunk", "runId": str(stream.run_id), "stepId": stream.step_id, "step": stream.step,
+            **part_to_api(part)}
+
+
+def limit_to_api(limit: ProviderLimit) -> dict[str, Any]:
+    return {"key": limit.key, "concurrency": limit.concurrency, "requestsPerMinute": limit.requests_per_minute,
+            "tokensPerMinute": limit.tokens_per_minute, "running": limit.running, "waiting": limit.waiting,
+            "windowRequests": limit.window_requests, "windowTokens": limit.window_tokens,
+            "pausedSeconds": round(limit.paused_seconds, 3)}
 
 
 def event_to_api(event: Event) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from engine.errors import PermanentError, RetryAfter, StoreUnavailable
 from engine.retry import backoff_delay, is_last_attempt
 from engine.store import ClaimedStep, StepResult
 from engine.tools import StepContext, run_step
+from engine.tools.llm_stream import ConnectionSource
 
 MAX_ERROR_CHARS = 2000
 
@@ -38,6 +39,9 @@ def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
     except PermanentError as exc:
         return failure(step, f"permanent: {exc}", permanent=True)
     except RetryAfter as exc:
+        if not exc.counts_as_attempt:  # a provider pause: the attempt was given back, never dead-letter
+            return StepResult(step.id, step.attempt, ok=False, error=str(exc)[:MAX_ERROR_CHARS],
+                              delay_seconds=exc.seconds, run_id=step.run_id)
         return failure(step, str(exc), delay=exc.seconds)
     except (TypeError, ValueError) as exc:
         if "JSON" in str(exc) or "serializable" in str(exc):
@@ -64,10 +68,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool],
-                 rng: random.Random) -> StepContext:
+                 rng: random.Random, connections: ConnectionSource | None = None) -> StepContext:
     return StepContext(run_id=step.run_id, step_name=step.name, input=step.input or {},
                        parents=step.parents or {}, attempt=step.attempt, settings=settings,
-                       record_notification=record_notification, rng=rng)
+                       record_notification=record_notification, rng=rng, step_id=step.id,
+                       limit_key=step.limit_key, connections=connections)
 
 
 def chaos_rng(settings: Settings, worker_name: str) -> random.Random:

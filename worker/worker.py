@@ -22,6 +22,7 @@ from engine.store.notifications import notification_record
 from engine.tools import StepContext
 from worker.connections import LIVENESS_RECONNECT_MAX_SECONDS, ReconnectingConnection, StopRequested
 from worker.inflight import InFlight, InFlightTable
+from worker.llm_support import LlmSupport
 from worker.reaper import Reaper
 from worker.slots import chaos_rng, execute_step, make_context
 from worker.tool_database import ToolDatabase
@@ -58,6 +59,7 @@ class Worker:
         self.side_effects = ToolDatabase(url, f"{name}:tools", self.shutdown)
         reaper_conn = ReconnectingConnection(url, f"{name}:reaper", self.shutdown, max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
         self.reaper = Reaper(self.table, reaper_conn, settings, name, lambda: self.worker_id, self.wake.set, self.shutdown)
+        self.llm = LlmSupport(settings, name)
         self.threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -65,6 +67,7 @@ class Worker:
     def start(self) -> None:
         """Register, take the liveness lock and start the background loops."""
         self.liveness.get()
+        self.llm.configure(self.claimer.get())
         loops = [(self._listen_loop, "listen"), (self._record_loop, "record"), (self.reaper.loop, "reaper")]
         loops += [(self._slot_loop, f"slot{i}") for i in range(self.slot_threads)]
         for target, label in loops:
@@ -109,6 +112,7 @@ class Worker:
             self.tasks.put(None)
         for conn in (self.claimer, self.recorder, self.side_effects.conn, self.liveness):
             conn.close()
+        self.llm.close()
         log.info("worker %s stopped", self.name)
 
     def _wait_results_recorded(self, deadline: float) -> None:
@@ -138,6 +142,7 @@ class Worker:
                                            self.settings.lease_seconds,
                                            client_cap=self.settings.max_running_steps_per_client,
                                            parent_bytes=self.settings.max_parent_bytes)
+                claimed += self.llm.claim(self.claimer.get(), self.name, self.worker_id or 0, free - len(claimed))
             except StopRequested:
                 return 0
             except StoreUnavailable as exc:
@@ -155,21 +160,22 @@ class Worker:
         """Until the poll interval, or the next retry's time if that is sooner."""
         if free <= 0 or self.claimer.conn is None:
             return self.settings.poll_seconds
+        limited = self.llm.wait_seconds(self.settings.poll_seconds)
         try:
             until = store.step_seconds_until_ready(self.claimer.conn, self.settings.max_running_steps_per_client)
         except StoreUnavailable as exc:
             self.claimer.broken(exc)
             return 0.1
         if until is None:
-            return self.settings.poll_seconds
-        return min(self.settings.poll_seconds, max(0.005, until))
+            return limited
+        return min(limited, max(0.005, until))
 
     def _start(self, step: ClaimedStep) -> None:
         self.tasks.put(self.table.start(step, self._context(step)))
 
     def _context(self, step: ClaimedStep) -> StepContext:
         ctx = make_context(step, self.settings, lambda message: self._record_notification(step, message, ctx.cancelled),
-                           self.chaos_rng)
+                           self.chaos_rng, self.llm.pool.connection)
         return ctx
 
     def _slot_loop(self) -> None:

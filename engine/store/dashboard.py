@@ -78,6 +78,14 @@ def run_exists(conn: psycopg.Connection, run_id: UUID | str) -> bool:
     return conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,)).fetchone() is not None
 
 
+def step_leases(conn: psycopg.Connection, run_id: UUID | str) -> dict[int, datetime]:
+    """Lease expiry of the run's running steps, by step id: heartbeats push it forward, so the run
+    page can show each running attempt's last heartbeat."""
+    rows = conn.execute("SELECT id, lease_expires_at FROM steps WHERE run_id = %s AND status = %s "
+                        "AND lease_expires_at IS NOT NULL", (run_id, StepStatus.RUNNING)).fetchall()
+    return {r["id"]: r["lease_expires_at"] for r in rows}
+
+
 def database_ping(conn: psycopg.Connection) -> None:
     """A round trip to the database (the health check)."""
     conn.execute("SELECT 1").fetchone()

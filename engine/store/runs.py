@@ -11,6 +11,7 @@ import psycopg
 from engine.dag import RunSpec
 from engine.errors import Conflict, NotFound, RateLimited
 from engine.model import Run, RunStatus, RunSummary, Step, StepStatus
+from engine.store.budgets import llm_run_extras
 from engine.store.ids import as_run_id
 from engine.store.notify import notify_after_commit
 
@@ -76,6 +77,7 @@ def run_submit(conn: psycopg.Connection, spec: RunSpec, client: str | None = Non
             "deps": [len(s.depends_on) for s in spec.steps],
             "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
         })
+        llm_run_extras(conn, run_id, spec)  # limit keys and budget
     notify_after_commit(conn, steps_ready=True)
     return run_id, True
 

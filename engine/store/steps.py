@@ -14,24 +14,7 @@ import psycopg
 from engine.store.errors import translated
 from engine.store.notify import notify_after_commit
 
-# What both claims do with the steps they picked: bump the attempt, lease them, audit the start, and
-# return each with its parents' outputs. The parents' outputs are the handler's input: over
-# `parent_bytes` in all (as JSON text) they are not sent at all (parents is NULL, parents_bytes says
-# how much) and the worker fails the step saying so, so a worker never loads more than the limit for
-# one step (README: memory). run_output_bytes is what the run's outputs already take on disk, for
-# MAX_RUN_OUTPUT_BYTES (README: disk).
-_CLAIM_PICKED = """), claimed AS (
-    UPDATE steps s
-    SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
-        lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
-        started_at = now()
-    FROM picked WHERE s.id = picked.id
-    RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
-              s.timeout_seconds, s.backoff_base, s.backoff_max
-), started AS (
-    INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
-    SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
-), run_outputs AS (  -- once per run of the batch, not once per step
+CLAIM_RESULT = """), run_outputs AS (  -- once per run of the batch, not once per step
     SELECT o.run_id, sum(pg_column_size(o.output))::bigint AS bytes FROM steps o
     WHERE o.run_id IN (SELECT DISTINCT run_id FROM claimed) AND o.output IS NOT NULL
     GROUP BY o.run_id
@@ -46,10 +29,30 @@ LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
                    WHERE d.step_id = c.id) pp ON true
 """
 
+# What both claims do with the steps they picked: bump the attempt, lease them, audit the start, and
+# return each with its parents' outputs. The parents' outputs are the handler's input: over
+# `parent_bytes` in all (as JSON text) they are not sent at all (parents is NULL, parents_bytes says
+# how much) and the worker fails the step saying so, so a worker never loads more than the limit for
+# one step (README: memory). run_output_bytes is what the run's outputs already take on disk, for
+# MAX_RUN_OUTPUT_BYTES (README: disk). Steps with a limit key are claimed by provider_limits.py,
+# whose statement ends with the same CLAIM_RESULT.
+_CLAIM_PICKED = """), claimed AS (
+    UPDATE steps s
+    SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
+        lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
+        started_at = now()
+    FROM picked WHERE s.id = picked.id
+    RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
+              s.timeout_seconds, s.backoff_base, s.backoff_max
+), started AS (
+    INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
+    SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
+""" + CLAIM_RESULT
+
 _CLAIM = """
 WITH picked AS (
     SELECT id FROM steps
-    WHERE status = 'ready' AND run_at <= now()
+    WHERE status = 'ready' AND run_at <= now() AND limit_key IS NULL  -- limited: provider_limits.py
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -69,7 +72,7 @@ WITH running AS (
     GROUP BY r.client
 ), locked AS (
     SELECT s.id, s.run_at, r.client FROM steps s JOIN runs r ON r.id = s.run_id
-    WHERE s.status = 'ready' AND s.run_at <= now()
+    WHERE s.status = 'ready' AND s.run_at <= now() AND s.limit_key IS NULL
       AND (r.client IS NULL OR r.client NOT IN (SELECT client FROM running WHERE n >= %(client_cap)s))
     ORDER BY s.run_at, s.id
     LIMIT %(limit)s
@@ -210,9 +213,10 @@ class ClaimedStep:
     timeout_seconds: float
     backoff_base: float
     backoff_max: float
-    parents: dict[str, Any] | None  # None: more than the parent-bytes limit (see _CLAIM)
+    parents: dict[str, Any] | None  # None: more than the parent-bytes limit (see CLAIM_RESULT)
     parents_bytes: int = 0
     run_output_bytes: int = 0  # what the run's succeeded steps store, for MAX_RUN_OUTPUT_BYTES
+    limit_key: str | None = None  # the provider limit that admitted it (limited claims only)
 
     @property
     def idempotency_key(self) -> str:
@@ -343,7 +347,7 @@ def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, 
 _SECONDS_UNTIL_READY_CAPPED = """
 SELECT extract(epoch FROM min(s.run_at) - now())::float8 AS wait
 FROM steps s JOIN runs r ON r.id = s.run_id
-WHERE s.status = 'ready'
+WHERE s.status = 'ready' AND s.limit_key IS NULL
   AND (r.client IS NULL OR r.client NOT IN (
       SELECT r2.client FROM steps s2 JOIN runs r2 ON r2.id = s2.run_id
       WHERE s2.status = 'running' AND r2.client IS NOT NULL
@@ -354,11 +358,12 @@ WHERE s.status = 'ready'
 @translated
 def step_seconds_until_ready(conn: psycopg.Connection, client_cap: int = 0) -> float | None:
     """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
-    by the database's clock; None when nothing is ready. With `client_cap`, the steps of clients
-    at their cap do not count: they cannot be claimed now, and a worker must not spin on them."""
+    by the database's clock; None when nothing is ready. Steps with a limit key are not counted:
+    the limited claim has its own wait (provider_limits.py). With `client_cap`, the steps of clients
+    at their cap do not count either: they cannot be claimed now, and a worker must not spin on them."""
     if client_cap > 0:
         row = conn.execute(_SECONDS_UNTIL_READY_CAPPED, {"client_cap": client_cap}).fetchone()
     else:
         row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
-                           "FROM steps WHERE status = 'ready'").fetchone()
+                           "FROM steps WHERE status = 'ready' AND limit_key IS NULL").fetchone()
     return row["wait"] if row else None

@@ -10,11 +10,15 @@ import random
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from engine.config import Settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class TransientToolError(Exception):
@@ -34,6 +38,11 @@ class StepContext:
     settings: Settings
     record_notification: Callable[[str], bool] = field(default=lambda message: True)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # For LLM steps (streamed text, usage, provider pauses): the step's id, the limit that admitted
+    # it, and short-lived database connections of the worker's (None: nothing is stored).
+    step_id: int = 0
+    limit_key: str | None = None
+    connections: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None
     rng: random.Random = field(default_factory=random.Random)  # the worker's chaos draws (CHAOS_SEED)
 
     @property

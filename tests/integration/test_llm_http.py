@@ -77,7 +77,11 @@ def test_rate_limit_and_server_error_are_retried_then_the_answer_is_the_output(c
     assert run.status == "completed"
     llm = next(s for s in run.steps if s.name == "llm_call.summarize")
     assert llm.attempt == 3
+    usage = llm.output.pop("usage")
     assert llm.output == {"summary": "Three sources agree on latency.", "model": "tiny", "provider": "http"}
+    # No usage from this server: counted (5 words and a period).
+    assert usage["completionTokens"] == 6 and usage["promptTokens"] > 0
+    assert llm.attempt_limit == 5 + 1, "the 429's attempt was given back (the key was paused instead)"
     retries = [e.detail for e in store.events_after(conn, run_id) if e.type == "step_retry_scheduled"]
     assert "429" in retries[0]["error"] and retries[0]["delaySeconds"] == 0
     assert "503" in retries[1]["error"]

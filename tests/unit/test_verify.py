@@ -101,6 +101,24 @@ def test_redrive_reopens_the_run_in_the_replay():
     assert (state.run_status, state.status[1]) == ("running", "ready")
 
 
+def budget_log(late_start: bool) -> Log:
+    log = (Log().add("run_created").add("step_ready", 1).runs(1).add("step_ready", 2)
+           .add("limit_paused", 2, 1, {"key": "llm"})
+           .add("budget_exceeded", 2, None, {"reason": "budget_exceeded"}))
+    if late_start:
+        log.add("step_started", 2, 1)
+    return log.add("step_cancelled", 2, 1 if late_start else 0).add("run_failed", detail={"reason": "budget_exceeded"})
+
+
+def test_a_run_failed_for_its_budget_with_cancelled_steps_is_consistent():
+    run = two_step_run(RunStatus.FAILED, second=StepStatus.CANCELLED, attempts=(1, 0))
+    assert check_run(run, budget_log(late_start=False).events) == []
+
+
+def test_a_step_started_after_the_budget_was_exceeded_is_caught():
+    run = two_step_run(RunStatus.FAILED, second=StepStatus.CANCELLED)
+    problems = check_run(run, budget_log(late_start=True).events)
+    assert any("after the run's budget was exceeded" in p for p in problems)
 def test_a_child_timed_before_its_parents_success_is_caught():
     # The soak's case: the child's step_started (written after the parent's commit, so a later id)
     # carried its transaction's start time, 1.4 ms before the parent's step_succeeded.
