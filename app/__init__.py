@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import errors, security
+from app import errors, security, sockets
 from app.broadcast import Broadcaster
 from app.config import WebSettings
 from app.state import AppState
@@ -20,7 +20,6 @@ from engine.config import Settings
 from engine.store import make_pool
 
 ROOT_FOLDERS = {"template_folder": "../templates", "static_folder": "../static"}
-SOCKET_PING_SECONDS = 25
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -34,7 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=web.max_body_bytes, MAX_FORM_MEMORY_SIZE=web.max_body_bytes,
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=web.secure_cookies,
         SESSION_COOKIE_NAME="dae_session", PERMANENT_SESSION_LIFETIME=timedelta(days=7),
-        SOCK_SERVER_OPTIONS={"ping_interval": SOCKET_PING_SECONDS}, JSON_SORT_KEYS=False,
+        JSON_SORT_KEYS=False,
         TEMPLATES_AUTO_RELOAD=False, DEBUG=False, PROPAGATE_EXCEPTIONS=False,
     )
     app.config.update(config)
@@ -45,6 +44,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.secret_key = web.secret_key or None
     _configure_logging(app, settings.log_level)
     security.install(app)
+    sockets.install(app, web)
     errors.install(app)
     _register_blueprints(app)
     app.jinja_env.globals["chaos_enabled"] = web.chaos_enabled

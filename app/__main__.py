@@ -18,8 +18,10 @@ GRACEFUL_TIMEOUT_SECONDS = 5  # open sockets would hold a graceful stop for ever
 def gunicorn_argv(web: WebSettings, log_level: str = "info") -> list[str]:
     return [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "gthread", "--workers", "1", "--threads", str(web.web_threads),
-        "--bind", f"0.0.0.0:{web.port}", "--no-control-socket",
+        # gthread plus a read deadline per request and a cap of connections per address.
+        "--worker-class", "app.gunicorn_worker.GuardedThreadWorker", "--workers", "1",
+        "--threads", str(web.web_threads),
+        "--bind", f"{web.bind_address}:{web.port}", "--no-control-socket",
         "--graceful-timeout", str(GRACEFUL_TIMEOUT_SECONDS),
         "--worker-tmp-dir", "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp",
         "--error-logfile", "-", "--log-level", log_level.lower(),

@@ -8,13 +8,15 @@ from __future__ import annotations
 from uuid import UUID
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import UnsupportedMediaType
 
 from app.metrics import metrics_text
 from app.security import client_id, json_api, rate_limit
 from app.state import db, state
 from engine import store
+from engine.dag import parse_json
 from engine.errors import InvalidRun
+from engine.eventorder import parse_after
 from engine.model import RunStatus, StepStatus
 from engine.store.dashboard import database_ping
 from engine.store.streams import run_usage
@@ -33,10 +35,7 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 def submit() -> tuple[Response, int]:
     if not request.is_json:
         raise UnsupportedMediaType("send the run as JSON with Content-Type: application/json")
-    try:
-        body = request.get_json()
-    except BadRequest:
-        raise InvalidRun("malformed JSON: the request body could not be parsed") from None
+    body = parse_json(request.get_data(cache=False))
     rate_limit("submit", state().web.submits_per_window)
     with db() as conn:
         run_id, created = submit_run(conn, body, state().settings, client=client_id(), enforce_caps=True)
@@ -55,12 +54,12 @@ def run_status(run_id: UUID) -> Response:
 
 @bp.get("/api/runs/<uuid:run_id>/events")
 def run_events(run_id: UUID) -> Response:
-    after = request.args.get("after", "0")
-    if not after.isdigit():
+    after = parse_after(request.args.get("after"))
+    if after is None:
         raise InvalidRun("after must be an event id (a non-negative integer)")
     with db() as conn:
         store.run_get(conn, run_id)  # 404 for an unknown run
-        events = store.events_after(conn, run_id, int(after), limit=EVENTS_PAGE)
+        events = store.events_after(conn, run_id, after, limit=EVENTS_PAGE)
     return jsonify([event_to_api(e) for e in events])
 
 

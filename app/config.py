@@ -19,6 +19,12 @@ ACTIONS_PER_WINDOW_DEFAULT = 60
 KILLS_PER_WINDOW_DEFAULT = 10
 LIVE_GAP_SECONDS_DEFAULT = 2.0
 LIVE_POLL_SECONDS_DEFAULT = 1.0
+BIND_ADDRESS_DEFAULT = "0.0.0.0"
+REQUEST_READ_SECONDS_DEFAULT = 10.0
+MAX_CONNECTIONS_PER_ADDRESS_DEFAULT = 30
+MAX_SOCKETS_DEFAULT = 60
+MAX_SOCKETS_PER_CLIENT_DEFAULT = 8
+SOCKET_MESSAGE_BYTES_DEFAULT = 1024
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,27 @@ class WebSettings:
     """Every tunable of the web app; the metadata `help` of each field is its documentation."""
 
     port: int = field(default=PORT_DEFAULT, metadata={
-        "env": "PORT", "help": "TCP port `python -m app` listens on (all interfaces)."})
+        "env": "PORT", "help": "TCP port `python -m app` listens on."})
+    bind_address: str = field(default=BIND_ADDRESS_DEFAULT, metadata={
+        "env": "BIND_ADDRESS", "help": "Address `python -m app` listens on: all interfaces by default (the "
+        "container needs that); 127.0.0.1 keeps it to this machine."})
+    request_read_seconds: float = field(default=REQUEST_READ_SECONDS_DEFAULT, metadata={
+        "env": "REQUEST_READ_SECONDS", "help": "Longest a client may take to send a request's headers and "
+        "body, in total; a slower one (slowloris) is disconnected, so it cannot hold a thread."})
+    max_connections_per_address: int = field(default=MAX_CONNECTIONS_PER_ADDRESS_DEFAULT, metadata={
+        "env": "MAX_CONNECTIONS_PER_ADDRESS", "help": "Open TCP connections allowed per peer address; "
+        "more are closed at once. Applies only when CLIENT_IP_HEADER is empty (behind a proxy every "
+        "peer is the proxy); 0 disables it."})
+    max_sockets: int = field(default=MAX_SOCKETS_DEFAULT, metadata={
+        "env": "MAX_SOCKETS", "help": "Open WebSockets allowed at once; more are closed with code 1013 "
+        "and a reason. Keep it well below WEB_THREADS: the difference is what pages, the API and "
+        "/healthz always have."})
+    max_sockets_per_client: int = field(default=MAX_SOCKETS_PER_CLIENT_DEFAULT, metadata={
+        "env": "MAX_SOCKETS_PER_CLIENT", "help": "Open WebSockets allowed per client; more are closed with "
+        "code 1013 and a reason; 0 disables the cap."})
+    socket_message_bytes: int = field(default=SOCKET_MESSAGE_BYTES_DEFAULT, metadata={
+        "env": "SOCKET_MESSAGE_BYTES", "help": "Largest frame a client may send on a WebSocket (only "
+        "control frames are expected); a bigger one, or any data message, closes the socket."})
     web_threads: int = field(default=WEB_THREADS_DEFAULT, metadata={
         "env": "WEB_THREADS", "help": "gunicorn threads of the single web process; every open "
         "WebSocket holds one, so size it for viewers plus HTTP requests."})

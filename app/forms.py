@@ -2,7 +2,6 @@
 message, keeping every value so the form can be shown again as it was."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,7 +9,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.workflows import MAX_BRANCHES, MAX_FAILURE_RATE, WORKFLOWS, Knobs, build_run
 from engine.config import Settings
-from engine.dag import MAX_GOAL_CHARS
+from engine.dag import MAX_GOAL_CHARS, parse_json
 from engine.errors import InvalidRun
 
 
@@ -30,10 +29,7 @@ class FormValues:
 def run_body(values: FormValues, settings: Settings) -> dict[str, Any]:
     """The run to submit. Raises InvalidRun with a message for the visitor."""
     if values.advanced_json.strip():
-        try:
-            return json.loads(values.advanced_json)
-        except json.JSONDecodeError as exc:
-            raise InvalidRun(f"the JSON is malformed: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        return parse_json(values.advanced_json)  # type: ignore[return-value] - parse_run checks the shape
     workflow = WORKFLOWS.get(values.workflow)
     if workflow is None:
         raise InvalidRun("choose one of the workflows")

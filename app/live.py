@@ -15,20 +15,20 @@ import time
 from uuid import UUID
 
 from flask import Blueprint, abort, request
-from flask_sock import Sock
 from simple_websocket import Server
 
 from app.broadcast import Subscription
 from app.context import run_events
+from app.sockets import socket_route
 from app.state import db, state
 from app.streaming import STREAM_WAKE, ChunkCursor, parse_streams, stream_hub
 from app.streams import DashboardStream, DeadLettersStream, PageStream, RunStream
 from engine.errors import InvalidRun, NotFound, StoreUnavailable
+from engine.eventorder import parse_after
 from engine.store.dashboard import run_exists
 from engine.wire import event_to_api
 
 bp = Blueprint("live", __name__)
-sock = Sock()
 
 CLOSE_GOING_AWAY_RETRY = 1012  # "service restart": htmx reconnects and gets a fresh snapshot
 CLOSE_INTERNAL_ERROR = 1011
@@ -43,7 +43,7 @@ def _check_run_socket() -> None:
     """Refuse a bad JSON stream before the upgrade, with a plain HTTP status."""
     if request.endpoint != "live.run_events_socket":
         return
-    if not request.args.get("after", "0").isdigit():
+    if parse_after(request.args.get("after")) is None:
         abort(400, "after must be an event id (a non-negative integer)")
     try:
         parse_streams(request.args.get("streams"))
@@ -54,9 +54,9 @@ def _check_run_socket() -> None:
             abort(404, "no such run")
 
 
-@sock.route("/ws/<uuid:run_id>", bp=bp)
+@socket_route("/ws/<uuid:run_id>", bp)
 def run_events_socket(ws: Server, run_id: UUID) -> None:
-    last = int(request.args.get("after", "0"))
+    last = parse_after(request.args.get("after")) or 0
     # `?streams=` (even empty) opts in to llm_chunk messages, resumed from the given offsets.
     chunks = ChunkCursor(run_id, parse_streams(request.args.get("streams"))) if "streams" in request.args else None
     sub = _subscribe(ws, run_id)
@@ -88,17 +88,17 @@ def run_events_socket(ws: Server, run_id: UUID) -> None:
         state().broadcaster.unsubscribe(sub)
 
 
-@sock.route("/ws/pages/dashboard", bp=bp)
+@socket_route("/ws/pages/dashboard", bp)
 def dashboard_socket(ws: Server) -> None:
     serve_page(ws, DashboardStream())
 
 
-@sock.route("/ws/pages/runs/<uuid:run_id>", bp=bp)
+@socket_route("/ws/pages/runs/<uuid:run_id>", bp)
 def run_page_socket(ws: Server, run_id: UUID) -> None:
     serve_page(ws, RunStream(run_id))
 
 
-@sock.route("/ws/pages/dead-letters", bp=bp)
+@socket_route("/ws/pages/dead-letters", bp)
 def dead_letters_socket(ws: Server) -> None:
     serve_page(ws, DeadLettersStream())
 

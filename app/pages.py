@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
@@ -114,7 +115,12 @@ def dead_letters() -> str:
 
 
 def local_target(url: str | None) -> str | None:
-    """A redirect target from a form, only if it is a path on this site."""
-    if url and url.startswith("/") and not url.startswith("//") and "\\" not in url:
-        return url
-    return None
+    """A redirect target from a form, only if it is a path on this site. Browsers drop tabs and
+    newlines from a URL (so `/\t/evil.example` becomes `//evil.example`, another site) and a
+    newline cannot go in a header at all: any control character or space refuses the target."""
+    if not url or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url) or "\\" in url:
+        return None
+    if not url.startswith("/") or url.startswith("//"):
+        return None
+    parts = urlsplit(url)
+    return url if not parts.scheme and not parts.netloc else None

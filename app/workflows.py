@@ -80,7 +80,8 @@ def _flaky(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
 
 
 def _poison_pill(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
-    # The pause before the crash keeps a restarted worker up longer than supervisord's startsecs.
+    # The pause before the crash lets a visitor watch the step run before its worker dies (supervisord
+    # restarts a worker whatever killed it, however soon: see supervisord.conf).
     branch = [_step(f"tool_call.fetch_{i}", tool="fetch_data", query=f"{knobs.goal} (safe branch {i})")
               for i in range(1, knobs.branches + 1)]
     return [

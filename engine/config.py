@@ -36,6 +36,13 @@ LLM_PRICES_DEFAULT = "gpt-4o-mini=0.00015/0.0006,offline-extractive-1=0.00015/0.
 LIMIT_WINDOW_SECONDS_DEFAULT = 60.0
 RESTART_RELOCK_SECONDS_DEFAULT = 3.0
 MAX_MAP_ITEMS_DEFAULT = 100
+MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT = 5
+MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT = 8
+RESERVED_ACTIVE_RUNS_DEFAULT = 40
+MAX_STEP_OUTPUT_BYTES_DEFAULT = 262144
+MAX_PARENT_BYTES_DEFAULT = 262144
+MAX_RUN_OUTPUT_BYTES_DEFAULT = 1048576
+DATA_BUDGET_MB_DEFAULT = 256.0
 
 
 @dataclass(frozen=True)
@@ -76,15 +83,40 @@ class Settings:
     max_map_items: int = field(default=MAX_MAP_ITEMS_DEFAULT, metadata={
         "env": "MAX_MAP_ITEMS", "help": "Most children one map step may expand into; also the default "
         "and the upper bound of a step's `maxItems`."})
+    max_crash_attempts_per_run: int = field(default=MAX_CRASH_ATTEMPTS_PER_RUN_DEFAULT, metadata={
+        "env": "MAX_CRASH_ATTEMPTS_PER_RUN", "help": "Most worker crashes one run may cause: the "
+        "`maxAttempts` of its steps with the `crash` knob, added up (each such attempt kills a worker); "
+        "0 refuses the knob."})
+    max_running_steps_per_client: int = field(default=MAX_RUNNING_STEPS_PER_CLIENT_DEFAULT, metadata={
+        "env": "MAX_RUNNING_STEPS_PER_CLIENT", "help": "Steps of one web client's runs that may run at once "
+        "over all workers: a fair share of the slots, so another visitor's step starts at once however "
+        "many long steps one submitted (runs submitted outside the web app are not capped); 0 disables it."})
+    max_step_output_bytes: int = field(default=MAX_STEP_OUTPUT_BYTES_DEFAULT, metadata={
+        "env": "MAX_STEP_OUTPUT_BYTES", "help": "Largest output a step may return (JSON bytes); a bigger one "
+        "dead-letters the step with a message saying so."})
+    max_parent_bytes: int = field(default=MAX_PARENT_BYTES_DEFAULT, metadata={
+        "env": "MAX_PARENT_BYTES", "help": "Largest total of the parents' outputs a step may receive (JSON "
+        "bytes); past it the step is dead-lettered with a message saying so, without loading them. With "
+        "MAX_STEP_OUTPUT_BYTES it bounds a worker's memory (README: memory)."})
+    max_run_output_bytes: int = field(default=MAX_RUN_OUTPUT_BYTES_DEFAULT, metadata={
+        "env": "MAX_RUN_OUTPUT_BYTES", "help": "Largest total of the outputs one run may store (bytes); the "
+        "step that would pass it is dead-lettered saying so. With MAX_ACTIVE_RUNS it bounds what active "
+        "runs can store (README: disk)."})
     max_active_runs: int = field(default=MAX_ACTIVE_RUNS_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS", "help": "Running runs allowed at once over all clients of the web app; "
         "0 disables the cap."})
     max_active_runs_per_client: int = field(default=MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT, metadata={
         "env": "MAX_ACTIVE_RUNS_PER_CLIENT", "help": "Running runs allowed at once per web client "
         "(by address); 0 disables the cap."})
+    reserved_active_runs: int = field(default=RESERVED_ACTIVE_RUNS_DEFAULT, metadata={
+        "env": "RESERVED_ACTIVE_RUNS", "help": "Of MAX_ACTIVE_RUNS, the last places kept for web clients "
+        "with no active run, so that a few busy clients cannot lock everyone else out; 0 keeps none."})
     retention_hours: float = field(default=RETENTION_HOURS_DEFAULT, metadata={
         "env": "RETENTION_HOURS", "help": "Finished runs older than this are pruned with their steps "
         "and audit rows; 0 keeps everything."})
+    data_budget_mb: float = field(default=DATA_BUDGET_MB_DEFAULT, metadata={
+        "env": "DATA_BUDGET_MB", "help": "Disk budget of the runs' data (inputs, outputs, audit rows); past it, "
+        "the oldest finished runs are pruned, whatever their age, until it is 90 % used; 0 disables it."})
     restart_grace_seconds: float = field(default=RESTART_GRACE_SECONDS_DEFAULT, metadata={
         "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, the longest a free liveness lock "
         "is not read as a dead worker, so live workers can reconnect first (RESTART_RELOCK_SECONDS "

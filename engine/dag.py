@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,14 +25,16 @@ from engine.primitives import (
 )
 
 STEP_KINDS = ("tool_call", "llm_call", WAIT_KIND)
-STEP_NAME = re.compile(r"^(?P<kind>[a-z_]+)\.(?P<label>[A-Za-z0-9_-]{1,64})$")
+# \Z, not $: `$` also matches before a trailing newline, which would let "tool_call.a\n" through.
+STEP_NAME = re.compile(r"(?P<kind>[a-z_]+)\.(?P<label>[A-Za-z0-9_-]{1,64})\Z")
 STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff", "limitKey"} | PRIMITIVE_STEP_KEYS
 RUN_KEYS = {"goal", "steps", "idempotencyKey", "budget"} | PRIMITIVE_RUN_KEYS
-LIMIT_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,100}$")
+LIMIT_KEY = re.compile(r"[A-Za-z0-9_.:/-]{1,100}\Z")
 MAX_GOAL_CHARS = 500
 MAX_KEY_CHARS = 200
 MAX_ATTEMPTS_LIMIT = 100
 MAX_TIMEOUT_SECONDS = 3600.0
+MAX_JSON_DEPTH = 64  # nesting of a run body; far more than any real input needs
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class RunSpec:
 def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpec:
     if not isinstance(body, dict):
         raise InvalidRun("the request body must be a JSON object")
+    check_storable(body)
     _reject_unknown_keys(body, RUN_KEYS, "run")
     goal = body.get("goal")
     if not isinstance(goal, str) or not goal.strip():
@@ -79,6 +83,7 @@ def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpe
         raise TooLarge(f"a run may have at most {settings.max_steps_per_run} steps, this one has {len(raw_steps)}")
     steps = tuple(_parse_step(i, raw, settings, known_tools) for i, raw in enumerate(raw_steps))
     _check_graph(steps, settings)
+    _check_crash_budget(steps, settings)
     input_bytes = sum(len(_canonical(s.input)) for s in steps)
     if input_bytes > settings.max_input_bytes:
         raise TooLarge(f"the steps' inputs total {input_bytes} bytes, more than the limit of {settings.max_input_bytes}")
@@ -109,6 +114,51 @@ def _parse_budget(budget: object) -> tuple[int | None, float | None]:
     return tokens, usd
 
 
+def parse_json(text: str | bytes) -> object:
+    """A request body as JSON, or InvalidRun: malformed, `NaN`/`Infinity` (not JSON, and Postgres's
+    jsonb refuses them), or nested so deeply that the parser gives up."""
+    def refuse(constant: str) -> object:
+        raise InvalidRun(f"{constant} is not a JSON number")
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise InvalidRun(f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except UnicodeDecodeError:
+        raise InvalidRun("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRun(f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+
+
+def check_storable(body: object) -> None:
+    """Refuse what JSON allows but Postgres cannot store or Python cannot encode: NUL characters,
+    lone surrogates (`"\\ud800"`), non-finite numbers, and nesting deeper than MAX_JSON_DEPTH.
+    Iterative, so no body can exhaust the stack here."""
+    stack: list[tuple[object, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRun(f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRun("NaN and Infinity are not JSON numbers")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(str(key))
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidRun("text may not contain NUL characters (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRun("text may not contain lone surrogates (such as \\ud800)") from None
+
+
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -127,7 +177,7 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
     _reject_unknown_keys(raw, STEP_KEYS, where)
     if not isinstance(name, str):
         raise InvalidRun(f"{where}: name must be a string like 'tool_call.fetch_data'")
-    match = STEP_NAME.match(name)
+    match = STEP_NAME.fullmatch(name)
     if not match:
         raise InvalidRun(f"{where}: name must look like 'kind.label' (letters, digits, _ or -), e.g. 'tool_call.fetch'")
     kind = match["kind"]
@@ -192,6 +242,15 @@ def _check_chaos_knobs(where: str, step_input: dict) -> None:
         _number(step_input, "sleepSeconds", where, 0, 0, MAX_TIMEOUT_SECONDS)
     if "crash" in step_input and not isinstance(step_input["crash"], bool):
         raise InvalidRun(f"{where}: crash must be true or false")
+
+
+def _check_crash_budget(steps: tuple[StepSpec, ...], settings: Settings) -> None:
+    """Every attempt of a step with `crash` kills the worker running it: bound what one run may
+    cost the appliance (DESIGN.md §8), whatever its steps' maxAttempts say."""
+    crashes = sum(s.max_attempts for s in steps if s.input.get("crash") is True)
+    if crashes > settings.max_crash_attempts_per_run:
+        raise InvalidRun(f"the steps with crash=true would crash a worker up to {crashes} times (their maxAttempts "
+                         f"added up); a run may crash workers at most {settings.max_crash_attempts_per_run} times")
 
 
 def _check_graph(steps: tuple[StepSpec, ...], settings: Settings) -> None:

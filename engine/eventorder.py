@@ -11,6 +11,7 @@ over the whole log on a caller's connection. See docs/ARCHITECTURE.md ("Events")
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -166,3 +167,14 @@ class RunFollower:
 
     def _mine(self, events: list[Event]) -> list[Event]:
         return [e for e in events if str(e.run_id) == self.run_id and e.id > self.after]
+
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}\Z")  # ASCII digits only, and small enough for a bigint
+
+
+def parse_after(raw: str | None) -> int | None:
+    """The `after=` event id of a request (absent: 0), or None when it is not one. `str.isdigit`
+    is not enough: it accepts "²", which int() refuses, and a number too big for Postgres."""
+    if raw is None:
+        return 0
+    return int(raw) if _EVENT_ID.match(raw) else None

@@ -18,4 +18,5 @@ def submit_run(conn: psycopg.Connection, body: object, settings: Settings, clien
     idempotency key with a different body, RateLimited when active-run caps are hit."""
     spec = parse_run(body, settings, tool_names())
     caps = (settings.max_active_runs, settings.max_active_runs_per_client) if enforce_caps else (0, 0)
-    return store.run_submit(conn, spec, client=client, max_active=caps[0], max_active_per_client=caps[1])
+    return store.run_submit(conn, spec, client=client, max_active=caps[0], max_active_per_client=caps[1],
+                            reserved_for_new_clients=settings.reserved_active_runs if enforce_caps else 0)

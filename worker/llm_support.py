@@ -37,7 +37,8 @@ class LlmSupport:
         """Claim limited steps (LLM steps, steps with a limitKey) within their limits and budgets."""
         try:
             result = step_claim_limited(conn, worker, worker_id, slots, self.settings.lease_seconds,
-                                        self.settings.limit_window_seconds)
+                                        self.settings.limit_window_seconds, self.settings.max_parent_bytes,
+                                        self.settings.max_running_steps_per_client)
         except RetryableConflict:
             log.info("deadlock while claiming limited steps; the next loop tries again")
             return []

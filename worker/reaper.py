@@ -16,7 +16,7 @@ import psycopg
 from engine import store
 from engine.config import Settings
 from engine.errors import StoreUnavailable
-from engine.store.maintenance import PRUNE_BATCH, runs_prune
+from engine.store.maintenance import PRUNE_BATCH, runs_prune, runs_prune_to_budget
 from engine.store.timers import expire_timers
 from worker.connections import ReconnectingConnection, StopRequested
 from worker.inflight import InFlightTable
@@ -67,9 +67,11 @@ class Reaper:
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)
             if now >= self.next_prune:
                 pruned = runs_prune(conn, self.settings.retention_hours)
-                self.next_prune = now + (0 if pruned == PRUNE_BATCH else PRUNE_SECONDS)
+                pruned += runs_prune_to_budget(conn, int(self.settings.data_budget_mb * 1024 * 1024))
+                self.next_prune = now + (0 if pruned >= PRUNE_BATCH else PRUNE_SECONDS)
                 if pruned:
-                    log.info("pruned %d finished run(s) older than %gh", pruned, self.settings.retention_hours)
+                    log.info("pruned %d finished run(s): older than %gh, or the oldest past DATA_BUDGET_MB",
+                             pruned, self.settings.retention_hours)
         except StopRequested:
             return reclaimed
         except StoreUnavailable as exc:

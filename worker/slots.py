@@ -14,17 +14,24 @@ from engine.store import ClaimedStep, StepResult
 from engine.tools import StepContext, run_step
 from engine.tools.llm_stream import ConnectionSource
 
-MAX_OUTPUT_BYTES = 1 << 20
 MAX_ERROR_CHARS = 2000
 
 
 def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
     """Run the handler; never raises (except for the process-ending crash knob)."""
+    settings = ctx.settings
+    if step.parents is None:  # the claim left them in the database: too big to load (README: memory)
+        return failure(step, f"permanent: the parents' outputs total {step.parents_bytes} bytes, more than "
+                             f"MAX_PARENT_BYTES ({settings.max_parent_bytes})", permanent=True)
     try:
         output = run_step(step.kind, step.tool, ctx)
         encoded = json.dumps(output)
-        if len(encoded) > MAX_OUTPUT_BYTES:
-            raise PermanentError(f"output is {len(encoded)} bytes, more than {MAX_OUTPUT_BYTES}")
+        if len(encoded) > settings.max_step_output_bytes:
+            raise PermanentError(f"the output is {len(encoded)} bytes, more than MAX_STEP_OUTPUT_BYTES "
+                                 f"({settings.max_step_output_bytes})")
+        if step.run_output_bytes + len(encoded) > settings.max_run_output_bytes:
+            raise PermanentError(f"the run's outputs would total {step.run_output_bytes + len(encoded)} bytes, more "
+                                 f"than MAX_RUN_OUTPUT_BYTES ({settings.max_run_output_bytes})")
         return StepResult(step.id, step.attempt, ok=True, output_json=encoded, run_id=step.run_id,
                           feeds_map=step.feeds_map)
     except StoreUnavailable as exc:  # the engine's database, reached through the tool's connection

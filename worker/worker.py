@@ -150,7 +150,9 @@ class Worker:
         if free > 0 and not self.stopping.is_set():
             try:
                 claimed = store.step_claim(self.claimer.get(), self.name, self.worker_id or 0, free,
-                                           self.settings.lease_seconds)
+                                           self.settings.lease_seconds,
+                                           client_cap=self.settings.max_running_steps_per_client,
+                                           parent_bytes=self.settings.max_parent_bytes)
                 claimed += self.llm.claim(self.claimer.get(), self.name, self.worker_id or 0, free - len(claimed))
             except StopRequested:
                 return 0
@@ -171,7 +173,7 @@ class Worker:
             return self.settings.poll_seconds
         limited = self.llm.wait_seconds(self.settings.poll_seconds)
         try:
-            until = store.step_seconds_until_ready(self.claimer.conn)
+            until = store.step_seconds_until_ready(self.claimer.conn, self.settings.max_running_steps_per_client)
         except StoreUnavailable as exc:
             self.claimer.broken(exc)
             return 0.1
@@ -300,8 +302,10 @@ class Worker:
         conflicts = 0
         while True:
             try:
-                return store.step_record_and_claim(self.recorder.get(), self.name, self.worker_id or 0, batch,
-                                                   limit, self.settings.lease_seconds, True)  # announce
+                return store.step_record_and_claim(
+                    self.recorder.get(), self.name, self.worker_id or 0, batch, limit, self.settings.lease_seconds,
+                    True, client_cap=self.settings.max_running_steps_per_client,  # True: announce
+                    parent_bytes=self.settings.max_parent_bytes)
             except StopRequested:
                 break
             except StoreUnavailable as exc:

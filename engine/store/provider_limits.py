@@ -21,7 +21,7 @@ from engine.model import ProviderLimit
 from engine.store.budgets import OVER_BUDGET_FILTER, runs_fail_over_budget
 from engine.store.errors import translated
 from engine.store.notify import notify_after_commit
-from engine.store.steps import ClaimedStep
+from engine.store.steps import CLAIM_RESULT, PARENT_BYTES_UNLIMITED, ClaimedStep
 
 LIMIT_FIELDS = {"concurrency": "concurrency", "requestsPerMinute": "requests_per_minute",
                 "tokensPerMinute": "tokens_per_minute"}
@@ -60,6 +60,12 @@ WITH picked AS (
     SELECT s.id FROM steps s
     WHERE s.status = 'ready' AND s.run_at <= now() AND s.limit_key = ANY(%(keys)s)
       AND NOT (s.kind = 'llm_call' AND EXISTS (SELECT 1 FROM run_budgets b WHERE b.run_id = s.run_id AND {OVER_BUDGET_FILTER}))
+      -- MAX_RUNNING_STEPS_PER_CLIENT (steps.py): a web client at its cap gets no limited step either.
+      -- Checked per candidate, not per batch: a client under the cap can pass it by this batch.
+      AND NOT (%(client_cap)s > 0 AND EXISTS (
+          SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.client IS NOT NULL
+            AND (SELECT count(*) FROM steps s2 JOIN runs r2 ON r2.id = s2.run_id
+                 WHERE s2.status = 'running' AND r2.client = r.client) >= %(client_cap)s))
     ORDER BY s.run_at, s.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -78,13 +84,7 @@ WITH picked AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
     SELECT run_id, id, %(worker)s, 'step_started', attempt, jsonb_build_object('limitKey', limit_key)
     FROM claimed ORDER BY id
-)
-SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
-                      FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                      WHERE d.step_id = c.id), '{{}}'::jsonb) AS parents,
-       EXISTS (SELECT 1 FROM steps m WHERE m.map_source_id = c.id) AS feeds_map
-FROM claimed c
-"""
+""" + CLAIM_RESULT  # parents within MAX_PARENT_BYTES and the run's output bytes, as the plain claim
 
 _COUNT_WINDOW = """
 UPDATE provider_limits SET
@@ -124,7 +124,8 @@ def _available(row: dict, running: int, slots: int) -> tuple[int, float]:
 
 @translated
 def step_claim_limited(conn: psycopg.Connection, worker: str, worker_id: int, slots: int, lease_seconds: float,
-                       window_seconds: float) -> LimitedClaim:
+                       window_seconds: float, parent_bytes: int = PARENT_BYTES_UNLIMITED,
+                       client_cap: int = 0) -> LimitedClaim:
     """Claim up to `slots` steps that have a limit key, within their limits, in one transaction;
     first fail runs over budget so that none of their LLM steps starts."""
     if slots <= 0:
@@ -155,7 +156,8 @@ def step_claim_limited(conn: psycopg.Connection, worker: str, worker_id: int, sl
                 if admit == 0:
                     continue
             rows = conn.execute(_CLAIM, {"keys": groups[name], "limit": admit, "worker": worker,
-                                         "worker_id": worker_id, "lease": lease_seconds, "held": name}).fetchall()
+                                         "worker_id": worker_id, "lease": lease_seconds, "held": name,
+                                         "parent_bytes": parent_bytes, "client_cap": client_cap}).fetchall()
             claimed.extend(ClaimedStep(**row) for row in rows)
             if name is not None and (rows or locked[name]["window_over"]):
                 conn.execute(_COUNT_WINDOW, {"reset": locked[name]["window_over"], "n": len(rows), "key": name})

@@ -2,7 +2,8 @@
 
 A dead worker is detected by its liveness lock: if this transaction can take it, no live session
 holds it. Reclaiming uses up the attempt (crashes count), so a step that kills its worker every time
-is dead-lettered after its budget instead of crashing workers forever.
+is dead-lettered after its budget instead of crashing workers forever; a crash is charged to the
+step that caused it when that is known (see `_RECLAIM`).
 """
 from __future__ import annotations
 
@@ -39,28 +40,45 @@ WHERE (w.status = 'running'
 ORDER BY w.id
 """
 
+# `charged` says whether the lost attempt counts against the step's budget. A crash is charged to
+# the step that caused it: when a dead worker was running steps with the `crash` knob, only those
+# are charged, and its other steps (often other visitors' runs) go back to ready with one attempt
+# added to their limit, as a release on shutdown does. With no such step the cause is unknown
+# (the Kill button, the OOM killer, a poison pill in a tool), so every step is charged: crashes
+# still count, and a real poison pill is still dead-lettered. Expired leases are always charged.
 _RECLAIM = """
 WITH picked AS (
-    SELECT id, lease_owner, attempt, attempt_limit, reclaims FROM steps
+    SELECT id, lease_owner, lease_worker_id, attempt, attempt_limit, reclaims,
+           coalesce(input @> '{{"crash": true}}', false) AS crashes
+    FROM steps
     WHERE status = 'running' AND {condition}
     ORDER BY id
     FOR UPDATE SKIP LOCKED
+), judged AS (
+    SELECT p.*, (p.crashes OR NOT %(spare)s OR NOT bool_or(p.crashes) OVER (PARTITION BY p.lease_worker_id)) AS charged
+    FROM picked p
 ), reclaimed AS (
     UPDATE steps s
-    SET status = CASE WHEN p.attempt >= p.attempt_limit THEN 'dead_letter' ELSE 'ready' END,
-        reclaims = p.reclaims + 1, run_at = now(),
-        finished_at = CASE WHEN p.attempt >= p.attempt_limit THEN now() END,
-        last_error = CASE WHEN p.attempt >= p.attempt_limit
-            THEN format('worker crashed %%s times (last: %%s, %%s)', p.reclaims + 1, p.lease_owner, %(reason)s::text)
-            ELSE format('worker %%s lost during attempt %%s (%%s)', p.lease_owner, p.attempt, %(reason)s::text) END,
+    SET status = CASE WHEN j.charged AND j.attempt >= j.attempt_limit THEN 'dead_letter' ELSE 'ready' END,
+        reclaims = j.reclaims + CASE WHEN j.charged THEN 1 ELSE 0 END, run_at = now(),
+        attempt_limit = j.attempt_limit + CASE WHEN j.charged THEN 0 ELSE 1 END,
+        finished_at = CASE WHEN j.charged AND j.attempt >= j.attempt_limit THEN now() END,
+        last_error = CASE
+            WHEN NOT j.charged
+            THEN format('worker %%s lost during attempt %%s (%%s; charged to the crash step it was running, not to this one)',
+                        j.lease_owner, j.attempt, %(reason)s::text)
+            WHEN j.attempt >= j.attempt_limit
+            THEN format('worker crashed %%s times (last: %%s, %%s)', j.reclaims + 1, j.lease_owner, %(reason)s::text)
+            ELSE format('worker %%s lost during attempt %%s (%%s)', j.lease_owner, j.attempt, %(reason)s::text) END,
         lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
-    FROM picked p WHERE s.id = p.id
-    RETURNING s.id, s.run_id, s.status, s.attempt, s.last_error, p.lease_owner
+    FROM judged j WHERE s.id = j.id
+    RETURNING s.id, s.run_id, s.status, s.attempt, s.last_error, j.lease_owner, j.charged
 )
 INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
 SELECT run_id, id, lease_owner, event, attempt, detail FROM (
     SELECT 1 AS ord, run_id, id, lease_owner, 'step_reclaimed' AS event, attempt,
-           jsonb_build_object('reason', %(reason)s::text, 'reclaimedBy', %(reaper)s::text) AS detail
+           jsonb_build_object('reason', %(reason)s::text, 'reclaimedBy', %(reaper)s::text,
+                              'countsAsAttempt', charged) AS detail
     FROM reclaimed
     UNION ALL
     SELECT 2, run_id, id, lease_owner, 'step_dead_lettered', attempt,
@@ -99,7 +117,7 @@ def reclaim_dead_workers(conn: psycopg.Connection, reaper: str, restart_grace_se
         if not dead:
             return 0
         rows = conn.execute(_RECLAIM.format(condition="lease_worker_id = ANY(%(dead)s)"),
-                            {"dead": dead, "reason": "worker died", "reaper": reaper}).fetchall()
+                            {"dead": dead, "reason": "worker died", "reaper": reaper, "spare": True}).fetchall()
         conn.execute(_MARK_LOST, {"ids": dead, "reaper": reaper})
         _finalize(conn, rows)
     notify_after_commit(conn, steps_ready=bool(rows))  # worker_lost rows were written in any case
@@ -113,7 +131,7 @@ def reclaim_expired_leases(conn: psycopg.Connection, reaper: str) -> int:
         return 0  # the usual case, in one round trip instead of a transaction's three
     with conn.transaction():
         rows = conn.execute(_RECLAIM.format(condition="lease_expires_at < now()"),
-                            {"reason": "lease expired", "reaper": reaper}).fetchall()
+                            {"reason": "lease expired", "reaper": reaper, "spare": False}).fetchall()
         _finalize(conn, rows)
     if rows:
         notify_after_commit(conn, steps_ready=True)

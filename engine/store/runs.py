@@ -51,25 +51,28 @@ SELECT * FROM (SELECT %(run)s::uuid, id, 'step_ready', NULL::jsonb FROM new_step
 
 
 def run_submit(conn: psycopg.Connection, spec: RunSpec, client: str | None = None,
-               max_active: int = 0, max_active_per_client: int = 0) -> tuple[UUID, bool]:
+               max_active: int = 0, max_active_per_client: int = 0,
+               reserved_for_new_clients: int = 0) -> tuple[UUID, bool]:
     """Store a validated run; returns (run id, created). A repeated idempotency key returns the
     existing run (created=False); the same key with a different body raises Conflict."""
     with conn.transaction():
-        run_id, created = run_insert(conn, spec, client, max_active, max_active_per_client)
+        run_id, created = run_insert(conn, spec, client, max_active, max_active_per_client,
+                                     reserved_for_new_clients)
     if created:
         notify_after_commit(conn, steps_ready=True)
     return run_id, created
 
 
 def run_insert(conn: psycopg.Connection, spec: RunSpec, client: str | None = None,
-               max_active: int = 0, max_active_per_client: int = 0) -> tuple[UUID, bool]:
+               max_active: int = 0, max_active_per_client: int = 0,
+               reserved_for_new_clients: int = 0) -> tuple[UUID, bool]:
     """`run_submit` without its transaction and its wake-up, for a caller that stores more in the
     same transaction (a re-run) and notifies after its commit."""
     if spec.idempotency_key:
         existing = _run_by_key(conn, spec)
         if existing:
             return existing, False
-    _check_active_caps(conn, client, max_active, max_active_per_client)
+    _check_active_caps(conn, client, max_active, max_active_per_client, reserved_for_new_clients)
     row = conn.execute(_INSERT_RUN, {"goal": spec.goal, "key": spec.idempotency_key, "hash": spec.request_hash,
                                      "client": client, "count": len(spec.steps)}).fetchone()
     if row is None:  # a concurrent submission with the same key committed first
@@ -99,20 +102,36 @@ def _run_by_key(conn: psycopg.Connection, spec: RunSpec) -> UUID | None:
     if row is None:
         return None
     if row["request_hash"] != spec.request_hash:
-        raise Conflict(f"idempotency key {spec.idempotency_key!r} was already used for a different run ({row['id']})")
+        # The other run may be another visitor's: its id is not ours to give away.
+        raise Conflict(f"idempotency key {spec.idempotency_key!r} was already used for a different run")
     return row["id"]
 
 
-def _check_active_caps(conn: psycopg.Connection, client: str | None, max_active: int, per_client: int) -> None:
-    if max_active:
-        row = conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'running'").fetchone()
-        if row["n"] >= max_active:
-            raise RateLimited(f"{row['n']} runs are active, the limit is {max_active}; try again when some finish", 5)
-    if per_client and client:
-        row = conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'running' AND client = %s",
-                           (client,)).fetchone()
-        if row["n"] >= per_client:
-            raise RateLimited(f"you have {row['n']} active runs, the limit is {per_client}; try again when some finish", 5)
+# Submissions that check the active-run caps take this transaction-level lock first, so counting
+# and inserting are one step: two concurrent submits cannot both see room for one more run. It is
+# held until the submit commits (a few milliseconds); runs submitted without caps never take it.
+ACTIVE_CAPS_LOCK = (7_341_013, 0)
+
+
+def _check_active_caps(conn: psycopg.Connection, client: str | None, max_active: int, per_client: int,
+                       reserved: int) -> None:
+    """Raise RateLimited when this submission would pass a cap. The last `reserved` places of
+    `max_active` are kept for clients with no active run, so a few busy clients cannot lock out
+    everyone else."""
+    if not max_active and not (per_client and client):
+        return
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", ACTIVE_CAPS_LOCK)
+    # A new statement after the lock: under READ COMMITTED it sees every run committed before.
+    row = conn.execute("SELECT count(*) AS total, count(*) FILTER (WHERE client = %s) AS mine "
+                       "FROM runs WHERE status = 'running'", (client,)).fetchone()
+    total, mine = row["total"], row["mine"] if client else 0
+    if max_active and total >= max_active:
+        raise RateLimited(f"{total} runs are active, the limit is {max_active}; try again when some finish", 5)
+    if max_active and mine and reserved and total >= max_active - reserved:
+        raise RateLimited(f"{total} runs are active; the last {reserved} places of {max_active} are kept for "
+                          "visitors with no active run; try again when yours finish", 5)
+    if per_client and client and mine >= per_client:
+        raise RateLimited(f"you have {mine} active runs, the limit is {per_client}; try again when some finish", 5)
 
 
 _SELECT_STEPS = """

@@ -15,14 +15,30 @@ from engine.store.errors import translated
 from engine.store.maps import EXPAND_MAPS, ready_count
 from engine.store.notify import notify_after_commit, queue_notify_after_record
 
-_CLAIM = """
-WITH picked AS (
-    SELECT id FROM steps
-    WHERE status = 'ready' AND run_at <= now() AND limit_key IS NULL  -- limited: provider_limits.py
-    ORDER BY run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
+CLAIM_RESULT = """), run_outputs AS (  -- once per run of the batch, not once per step
+    SELECT o.run_id, sum(pg_column_size(o.output))::bigint AS bytes FROM steps o
+    WHERE o.run_id IN (SELECT DISTINCT run_id FROM claimed) AND o.output IS NOT NULL
+    GROUP BY o.run_id
+)
+SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
+       coalesce(pp.bytes, 0) AS parents_bytes, coalesce(ro.bytes, 0) AS run_output_bytes,
+       EXISTS (SELECT 1 FROM steps m WHERE m.map_source_id = c.id) AS feeds_map
+FROM claimed c
+LEFT JOIN run_outputs ro ON ro.run_id = c.run_id
+LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
+                          sum(octet_length(p.output::text))::bigint AS bytes
+                   FROM step_deps d JOIN steps p ON p.id = d.depends_on
+                   WHERE d.step_id = c.id) pp ON true
+"""
+
+# What both claims do with the steps they picked: bump the attempt, lease them, audit the start, and
+# return each with its parents' outputs. The parents' outputs are the handler's input: over
+# `parent_bytes` in all (as JSON text) they are not sent at all (parents is NULL, parents_bytes says
+# how much) and the worker fails the step saying so, so a worker never loads more than the limit for
+# one step (README: memory). run_output_bytes is what the run's outputs already take on disk, for
+# MAX_RUN_OUTPUT_BYTES (README: disk). Steps with a limit key are claimed by provider_limits.py,
+# whose statement ends with the same CLAIM_RESULT.
+_CLAIM_PICKED = """), claimed AS (
     UPDATE steps s
     SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
         lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
@@ -33,13 +49,43 @@ WITH picked AS (
 ), started AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt)
     SELECT run_id, id, %(worker)s, 'step_started', attempt FROM claimed ORDER BY id
-)
-SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
-                      FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                      WHERE d.step_id = c.id), '{}'::jsonb) AS parents,
-       EXISTS (SELECT 1 FROM steps m WHERE m.map_source_id = c.id) AS feeds_map
-FROM claimed c
-"""
+""" + CLAIM_RESULT
+
+_CLAIM = """
+WITH picked AS (
+    SELECT id FROM steps
+    WHERE status = 'ready' AND run_at <= now() AND limit_key IS NULL  -- limited: provider_limits.py
+    ORDER BY run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+""" + _CLAIM_PICKED
+
+# The claim with a cap of running steps per web client (runs.client; runs submitted elsewhere have
+# none and are not capped), so that no visitor holds more than a share of the slots however many
+# long steps they submit. Clients at the cap are skipped in the scan, so another client's step
+# behind thousands of theirs is found at once; a client below it gets at most what it has left in
+# this batch (the rows locked but not picked stay ready). Two workers claiming at the same moment
+# each count the running steps committed before their statement began, so a client can briefly
+# hold up to the cap times the number of claiming workers; the next claims then skip it.
+_CLAIM_CAPPED = """
+WITH running AS (
+    SELECT r.client, count(*) AS n FROM steps s JOIN runs r ON r.id = s.run_id
+    WHERE s.status = 'running' AND r.client IS NOT NULL
+    GROUP BY r.client
+), locked AS (
+    SELECT s.id, s.run_at, r.client FROM steps s JOIN runs r ON r.id = s.run_id
+    WHERE s.status = 'ready' AND s.run_at <= now() AND s.limit_key IS NULL
+      AND (r.client IS NULL OR r.client NOT IN (SELECT client FROM running WHERE n >= %(client_cap)s))
+    ORDER BY s.run_at, s.id
+    LIMIT %(limit)s
+    FOR UPDATE OF s SKIP LOCKED
+), picked AS (
+    SELECT x.id FROM (
+        SELECT l.id, l.client, row_number() OVER (PARTITION BY l.client ORDER BY l.run_at, l.id) AS nth
+        FROM locked l
+    ) x LEFT JOIN running ON running.client = x.client
+    WHERE x.client IS NULL OR x.nth + coalesce(running.n, 0) <= %(client_cap)s
+""" + _CLAIM_PICKED
 
 # One statement records a batch of outcomes: successes promote children whose last parent this
 # was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
@@ -193,7 +239,9 @@ class ClaimedStep:
     timeout_seconds: float
     backoff_base: float
     backoff_max: float
-    parents: dict[str, Any]
+    parents: dict[str, Any] | None  # None: more than the parent-bytes limit (see CLAIM_RESULT)
+    parents_bytes: int = 0
+    run_output_bytes: int = 0  # what the run's succeeded steps store, for MAX_RUN_OUTPUT_BYTES
     feeds_map: bool = False  # a map step fans out over this step's output (engine/store/maps.py)
     limit_key: str | None = None  # the provider limit that admitted it (limited claims only)
 
@@ -221,14 +269,25 @@ class StepResult:
     give_back: bool = False
 
 
+def _claim_statement(client_cap: int) -> str:
+    return _CLAIM_CAPPED if client_cap > 0 else _CLAIM
+
+
+PARENT_BYTES_UNLIMITED = 1 << 62
+
+
 @translated
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
-               lease_seconds: float) -> list[ClaimedStep]:
-    """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease token)."""
+               lease_seconds: float, client_cap: int = 0,
+               parent_bytes: int = PARENT_BYTES_UNLIMITED) -> list[ClaimedStep]:
+    """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease
+    token). With `client_cap`, a web client's runs get at most that many running steps; a step
+    whose parents' outputs total more than `parent_bytes` comes without them (`parents` None)."""
     if limit <= 0:
         return []
-    rows = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                 "lease": lease_seconds}).fetchall()
+    rows = conn.execute(_claim_statement(client_cap), {"limit": limit, "worker": worker, "worker_id": worker_id,
+                                                       "lease": lease_seconds, "client_cap": client_cap,
+                                                       "parent_bytes": parent_bytes}).fetchall()
     return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
 
 
@@ -264,7 +323,8 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
 @translated
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
                           limit: int, lease_seconds: float,
-                          announce: bool = False) -> tuple[RecordSummary, list[ClaimedStep]]:
+                          announce: bool = False, client_cap: int = 0,
+                          parent_bytes: int = PARENT_BYTES_UNLIMITED) -> tuple[RecordSummary, list[ClaimedStep]]:
     """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
     made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: one
     round trip instead of six. The runs a batch can touch are its steps' runs (children belong to
@@ -280,7 +340,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         # Inside a caller's transaction (tests compose writes): a savepoint, no wake-up of its own.
         with conn.pipeline(), conn.transaction():
             recorded, expanded, claim = _record_statements(conn, worker, worker_id, params, results, runs, limit,
-                                                          lease_seconds)
+                                                          lease_seconds, client_cap, parent_bytes)
         return _record_outcome(recorded, expanded, claim)
     # One round trip: BEGIN … COMMIT and the wake-up behind it go out together and are answered at
     # one Sync (psycopg's transaction block would sync before and after its COMMIT). After an
@@ -293,7 +353,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
             recorded, expanded, claim = _record_statements(conn, worker, worker_id, params, results, runs, limit,
-                                                          lease_seconds)
+                                                          lease_seconds, client_cap, parent_bytes)
             conn.execute("COMMIT")
             if announce:
                 queue_notify_after_record(conn, runs)
@@ -310,7 +370,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
 
 def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, params: dict,
                        results: list[StepResult], runs: list, limit: int, lease_seconds: float,
-                       ) -> tuple[psycopg.Cursor, psycopg.Cursor | None, psycopg.Cursor | None]:
+                       client_cap: int, parent_bytes: int) -> tuple[psycopg.Cursor, psycopg.Cursor | None, psycopg.Cursor | None]:
     """Queue the record, the map expansion, the runs' lock and finalization, and the claim (pipeline mode)."""
     recorded = conn.execute(_RECORD, params)
     # Only a batch with a map source pays for the expansion statement (~0.1 ms of server time).
@@ -318,8 +378,9 @@ def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, pa
     expanded = conn.execute(EXPAND_MAPS, {"ids": sources}) if sources else None
     conn.execute(_LOCK_RUNS, {"runs": runs})
     conn.execute(_FINALIZE_RUNS, {"runs": runs})
-    claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                  "lease": lease_seconds}) if limit > 0 else None
+    claim = conn.execute(_claim_statement(client_cap), {
+        "limit": limit, "worker": worker, "worker_id": worker_id, "lease": lease_seconds,
+        "client_cap": client_cap, "parent_bytes": parent_bytes}) if limit > 0 else None
     return recorded, expanded, claim
 
 
@@ -356,10 +417,26 @@ def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, 
     return len(rows)
 
 
+_SECONDS_UNTIL_READY_CAPPED = """
+SELECT extract(epoch FROM min(s.run_at) - now())::float8 AS wait
+FROM steps s JOIN runs r ON r.id = s.run_id
+WHERE s.status = 'ready' AND s.limit_key IS NULL
+  AND (r.client IS NULL OR r.client NOT IN (
+      SELECT r2.client FROM steps s2 JOIN runs r2 ON r2.id = s2.run_id
+      WHERE s2.status = 'running' AND r2.client IS NOT NULL
+      GROUP BY r2.client HAVING count(*) >= %(client_cap)s))
+"""
+
+
 @translated
-def step_seconds_until_ready(conn: psycopg.Connection) -> float | None:
+def step_seconds_until_ready(conn: psycopg.Connection, client_cap: int = 0) -> float | None:
     """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
-    by the database's clock; None when nothing is ready."""
-    row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
-                       "FROM steps WHERE status = 'ready' AND limit_key IS NULL").fetchone()
+    by the database's clock; None when nothing is ready. Steps with a limit key are not counted:
+    the limited claim has its own wait (provider_limits.py). With `client_cap`, the steps of clients
+    at their cap do not count either: they cannot be claimed now, and a worker must not spin on them."""
+    if client_cap > 0:
+        row = conn.execute(_SECONDS_UNTIL_READY_CAPPED, {"client_cap": client_cap}).fetchone()
+    else:
+        row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
+                           "FROM steps WHERE status = 'ready' AND limit_key IS NULL").fetchone()
     return row["wait"] if row else None

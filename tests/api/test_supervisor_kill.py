@@ -77,7 +77,10 @@ def test_kill_goes_through_supervisord_which_brings_the_worker_back(supervised_w
         assert status == 202, body
         assert body["via"] == "supervisor" and body["pid"] == first_pid
         # While supervisord restarts it (startsecs not yet over), another kill would count as a
-        # failed start — enough of those make the program FATAL — so it is refused.
+        # failed start — enough of those make the program FATAL — so it is refused. Wait until
+        # supervisord has noticed the death (it may still say RUNNING for a moment under load).
+        wait_for(lambda: supervisor_state(supervised_worker) in ("STARTING", "BACKOFF"), 10,
+                 "supervisord to restart the killed worker")
         status, body = web.json("POST", f"/api/workers/{PROGRAM}/kill")
         assert status in (404, 409), body
         pids = wait_for(lambda: (p := started_pids(conn)) and len(p) == 2 and p, 30, "supervisord to restart it")

@@ -317,7 +317,10 @@ def test_appliance_boots_survives_a_killed_worker_stops_cleanly_and_keeps_its_da
     new_pid = appliance.wait_for(
         "supervisord to bring worker-1 back", lambda: (pid := appliance.program_pid("worker-1")) != old_pid and pid
     )
-    appliance.wait_for("worker-1 to register its new pid", lambda: appliance.workers()["worker-1"]["pid"] == new_pid)
+    # Between the reaper marking the old incarnation lost and the new one registering, worker-1 is
+    # not listed at all.
+    appliance.wait_for("worker-1 to register its new pid",
+                       lambda: appliance.workers().get("worker-1", {}).get("pid") == new_pid)
     run = appliance.finished_run(killed_run)
     assert run["status"] == "completed", run
     assert max(step["attempt"] for step in run["steps"]) >= 2, "the killed worker's step was not retried"

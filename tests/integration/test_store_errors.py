@@ -61,7 +61,7 @@ def test_a_real_deadlock_is_a_retryable_conflict_and_other_errors_pass_through(d
 def test_the_recorder_retries_a_conflict_a_bounded_number_of_times(settings, monkeypatch, caplog):
     calls: list[int] = []
 
-    def always_deadlocked(*args: object) -> None:
+    def always_deadlocked(*args: object, **kwargs: object) -> None:
         calls.append(1)
         raise RetryableConflict("deadlock detected (40P01)")
 

@@ -39,3 +39,18 @@ def test_tokens_per_minute_stops_admissions_once_the_windows_tokens_reach_it(con
     assert (limit.window_tokens, limit.window_requests) == (120, 1)
     # A new window (a short one here) admits again.
     assert len(claim(conn, 8, window=0.001).steps) == 2
+
+
+def test_a_client_at_its_running_cap_gets_no_limited_step_and_another_client_does(conn, settings):
+    """MAX_RUNNING_STEPS_PER_CLIENT holds for LLM steps too (issue 13): they have their own claim."""
+    capped, _ = submit_run(conn, make_run(*[step(f"llm_call.s{i}", prompt="x") for i in range(3)], goal="capped"),
+                           settings, client="hog")
+    [held] = step_claim_limited(conn, "w-test", 1, 1, lease_seconds=30, window_seconds=60, client_cap=1).steps
+    assert str(held.run_id) == str(capped)
+    assert step_claim_limited(conn, "w-test", 1, 8, lease_seconds=30, window_seconds=60, client_cap=1).steps == []
+    other, _ = submit_run(conn, make_run(step("llm_call.t", prompt="x"), goal="other"), settings, client="other")
+    [admitted] = step_claim_limited(conn, "w-test", 1, 8, lease_seconds=30, window_seconds=60, client_cap=1).steps
+    assert str(admitted.run_id) == str(other)
+    running = conn.execute("SELECT count(*) AS n FROM steps WHERE run_id = %s AND status = 'running'",
+                           (capped,)).fetchone()["n"]
+    assert running == 1

@@ -71,7 +71,7 @@ def test_a_form_error_is_shown_next_to_the_form_keeping_what_was_typed(client, c
 @pytest.mark.parametrize("field, value, message", [
     ("failure_rate", "2", "failure rate must be between 0 and 0.8"),
     ("branches", "99", "branches must be from 1 to 8"),
-    ("advanced_json", "{nope", "the JSON is malformed"),
+    ("advanced_json", "{nope", "malformed JSON"),
     ("workflow", "nonsense", "choose one of the workflows"),
 ])
 def test_bad_knobs_are_explained(client, field, value, message):
