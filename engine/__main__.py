@@ -1,7 +1,8 @@
 """`python -m engine COMMAND`: submit, status, events, cancel, redrive, verify, watch.
 
 Output is JSON (or JSON lines) in the shapes of the HTTP API; errors print a message on stderr and
-exit non-zero (1 for a refused request, 2 for bad usage or an unreachable database).
+exit non-zero (1 for a refused request, 2 for bad usage or an unreachable database). Every command
+goes through `engine.client.Client`, the same client `durable_agent` gives Python code.
 """
 from __future__ import annotations
 
@@ -13,58 +14,58 @@ from typing import Any
 import psycopg
 
 from engine import store
+from engine.client import Client, run_status_of
 from engine.config import Settings
 from engine.errors import EngineError
-from engine.eventcursor import EventCursor
+from engine.model import RunStatus
 from engine.store.runs import run_to_api
-from engine.submit import submit_run
 from engine.verify import verify_all, verify_run
-
-TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, default=str))
 
 
-def cmd_submit(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EngineError(f"{args.file}: not valid JSON ({exc})") from None
-    run_id, created = submit_run(conn, body, settings)
+    if not isinstance(body, dict):
+        raise EngineError(f"{args.file}: the run must be a JSON object")
+    run_id, created = client.submit_created(body)
     print(run_id)
     if not created:
         print(f"run {run_id} already exists for this idempotency key", file=sys.stderr)
     return 0
 
 
-def cmd_status(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    _print_json(run_to_api(store.run_get(conn, args.run_id)))
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    _print_json(run_to_api(client.get(args.run_id)))
     return 0
 
 
-def cmd_events(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    store.run_get(conn, args.run_id)  # a clear "no run" instead of an empty list
-    for event in store.events_after(conn, args.run_id, args.after, limit=1_000_000):
+def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    for event in client.events(args.run_id, args.after):
         _print_json(event.to_api())
     return 0
 
 
-def cmd_cancel(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    cancelled = store.run_cancel(conn, args.run_id, by="cli")
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    cancelled = client.cancel(args.run_id)
     print(f"run {args.run_id} cancelled ({cancelled} step(s) cancelled)")
     return 0
 
 
-def cmd_redrive(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    run_id = store.step_redrive(conn, args.step_id, by="cli")
+def cmd_redrive(client: Client, args: argparse.Namespace) -> int:
+    run_id = client.redrive(args.step_id)
     print(f"step {args.step_id} redriven; run {run_id} is running")
     return 0
 
 
-def cmd_verify(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_verify(client: Client, args: argparse.Namespace) -> int:
+    conn = client.conn
     problems = {args.run_id: verify_run(conn, args.run_id)} if args.run_id else verify_all(conn)
     problems = {run: found for run, found in problems.items() if found}
     for run, found in problems.items():
@@ -89,23 +90,14 @@ def format_event(event: store.Event) -> str:
     return " ".join(parts)
 
 
-def cmd_watch(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    """Print the run's events as they happen; exit when the run is terminal. LISTEN wakes it up,
-    and it polls anyway, so a lost notification costs latency only."""
-    store.run_get(conn, args.run_id)
-    store.listen(conn, store.EVENTS_CHANNEL)
-    cursor = EventCursor(after=args.after)
-    while True:
-        for event in cursor.accept(store.events_after(conn, args.run_id, cursor.floor)):
-            print(format_event(event), flush=True)
-        status = store.run_get(conn, args.run_id)["status"]
-        if status in TERMINAL:
-            for event in cursor.accept(store.events_after(conn, args.run_id, cursor.floor)):
-                print(format_event(event), flush=True)
-            print(f"run {args.run_id} {status}", flush=True)
-            return 0 if status == "completed" else 3
-        for _ in conn.notifies(timeout=1.0, stop_after=1):
-            pass
+def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    """Print the run's events as they happen; exit when the run is terminal (Client.watch: LISTEN
+    wakes it up, and it polls anyway, so a lost notification costs latency only)."""
+    for event in client.watch(args.run_id, args.after):
+        print(format_event(event), flush=True)
+    status = run_status_of(client.get(args.run_id))
+    print(f"run {args.run_id} {status}", flush=True)
+    return 0 if status == RunStatus.COMPLETED else 3
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
@@ -135,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        with store.connect(settings.database_url, application_name=f"engine-{args.command}") as conn:
-            return COMMANDS[args.command](conn, settings, args)
+        with Client(settings=settings, actor="cli") as client:
+            return COMMANDS[args.command](client, args)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

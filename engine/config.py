@@ -85,6 +85,9 @@ class Settings:
         "env": "LLM_API_KEY", "help": "Bearer token sent to LLM_BASE_URL."})
     llm_model: str = field(default="gpt-4o-mini", metadata={
         "env": "LLM_MODEL", "help": "Model name sent to LLM_BASE_URL."})
+    tool_modules: str = field(default="", metadata={
+        "env": "TOOL_MODULES", "help": "Comma-separated import paths of users' tool modules a worker loads "
+        "(as well as `--tools`); a module that fails to import stops the worker."})
     supervisor_socket: str = field(default="", metadata={
         "env": "SUPERVISOR_SOCKET", "help": "supervisord's unix control socket; when set, the Kill "
         "button signals workers through it."})

@@ -52,7 +52,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{at}"
 
 
-def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool]) -> StepContext:
+def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool],
+                 record_log: Callable[[str, str], bool] | None = None) -> StepContext:
     return StepContext(run_id=step.run_id, step_name=step.name, input=step.input or {},
                        parents=step.parents or {}, attempt=step.attempt, settings=settings,
-                       record_notification=record_notification)
+                       record_notification=record_notification,
+                       record_log=record_log or (lambda level, message: False))

@@ -17,7 +17,10 @@ from engine.config import Settings
 from engine.store import ClaimedStep, StepResult, unavailable_errors
 from engine.store.events import STEPS_READY_CHANNEL, listen
 from engine.store.notifications import notification_record
-from engine.tools import StepContext
+from engine.store.steplog import step_log
+from engine.store.tools import tools_offer
+from engine.tools import StepContext, tool_names
+from engine.tools.registry import registered_tools
 from worker.connections import ReconnectingConnection, StopRequested
 from worker.reaper import Reaper
 from worker.slots import execute_step, failure, make_context
@@ -40,6 +43,9 @@ class Worker:
         self.settings = settings
         self.name = name
         self.concurrency = max(1, concurrency or settings.worker_concurrency)
+        # What this worker offers: the built-ins plus the users' tools imported before it was built
+        # (worker/__main__.py loads TOOL_MODULES first). The claim only takes steps of these tools.
+        self.tools = sorted(tool_names())
         self.worker_id: int | None = None
         self.in_flight: dict[int, InFlight] = {}
         self.lock = threading.Lock()
@@ -77,7 +83,8 @@ class Worker:
 
     def _on_liveness_connect(self, conn: psycopg.Connection) -> None:
         if self.worker_id is None:
-            self.worker_id = store.worker_register(conn, self.name, socket.gethostname(), os.getpid())
+            tools_offer(conn, {name: spec.defaults for name, spec in registered_tools().items()})
+            self.worker_id = store.worker_register(conn, self.name, socket.gethostname(), os.getpid(), self.tools)
         else:  # reconnected after an outage: same incarnation, take the lock again
             store.worker_lock_liveness(conn, self.worker_id)
             store.worker_touch(conn, self.worker_id)
@@ -158,7 +165,7 @@ class Worker:
         if free > 0 and not self.stopping.is_set():
             try:
                 claimed = store.step_claim(self.claimer.get(), self.name, self.worker_id or 0, free,
-                                           self.settings.lease_seconds)
+                                           self.settings.lease_seconds, self.tools)
             except StopRequested:
                 return 0
             except unavailable_errors as exc:
@@ -177,7 +184,7 @@ class Worker:
         if free <= 0 or self.claimer.conn is None:
             return self.settings.poll_seconds
         try:
-            until = store.step_seconds_until_ready(self.claimer.conn)
+            until = store.step_seconds_until_ready(self.claimer.conn, self.tools)
         except unavailable_errors as exc:
             self.claimer.broken(exc)
             return 0.1
@@ -186,7 +193,8 @@ class Worker:
         return min(self.settings.poll_seconds, max(0.005, until))
 
     def _start(self, step: ClaimedStep) -> None:
-        ctx = make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message))
+        ctx = make_context(step, self.settings, lambda message, s=step: self._record_notification(s, message),
+                           lambda level, message, s=step: self._record_log(s, level, message))
         flight = InFlight(step, ctx, deadline=time.monotonic() + step.timeout_seconds)
         with self.lock:
             self.in_flight[step.id] = flight
@@ -216,6 +224,17 @@ class Worker:
             except unavailable_errors as exc:
                 self.side_effects.broken(exc)
                 raise
+
+    def _record_log(self, step: ClaimedStep, level: str, message: str) -> bool:
+        """A `ctx.log` line as a `step_log` event; a lost database costs the line, never the step."""
+        with self.side_effects_lock:
+            try:
+                return step_log(self.side_effects.get(), step.id, step.run_id, step.attempt, self.name, level, message)
+            except StopRequested:
+                return False
+            except unavailable_errors as exc:
+                self.side_effects.broken(exc)
+                return False
 
     def expire_timeouts(self) -> None:
         """Record a timed-out attempt as failed; its thread's eventual result is dropped."""
@@ -263,7 +282,7 @@ class Worker:
                 try:
                     summary, claimed = store.step_record_and_claim(
                         self.recorder.get(), self.name, self.worker_id or 0, batch, limit,
-                        self.settings.lease_seconds)
+                        self.settings.lease_seconds, self.tools)
                     break
                 except StopRequested:
                     return
@@ -288,9 +307,11 @@ class Worker:
                     del self.in_flight[result.step_id]
         for step in claimed:
             self._start(step)
-        # Other workers are woken only when this one may have left ready steps behind.
+        # Other workers are woken only when this one may have left ready steps behind: its slots are
+        # full, or it claimed fewer than became ready (steps of tools only another pool offers).
+        left_behind = summary.newly_ready > 0 and (len(claimed) >= limit or summary.newly_ready > len(claimed))
         try:
-            store.notify_after_commit(self.recorder.get(), steps_ready=summary.newly_ready > 0 and len(claimed) >= limit)
+            store.notify_after_commit(self.recorder.get(), steps_ready=left_behind)
         except (StopRequested, *unavailable_errors):
             pass  # a lost wake-up costs latency only: every listener also polls
         self.wake.set()

@@ -13,10 +13,15 @@ import psycopg
 
 from engine.store.events import notify_events, notify_steps_ready
 
+# Routing: a worker claims only steps whose tool it offers (`llm_call` steps have no tool and every
+# worker runs them). The filter sits in the claim itself, on rows the `steps_ready` index scan
+# returns in (run_at, id) order, so pools with disjoint tools share one queue without a claim ever
+# taking a step it cannot run. NULL `tools` (tests, tools) means "every tool".
 _CLAIM = """
 WITH picked AS (
     SELECT id FROM steps
     WHERE status = 'ready' AND run_at <= now()
+      AND (tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -189,12 +194,13 @@ class StepResult:
 
 
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
-               lease_seconds: float) -> list[ClaimedStep]:
-    """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease token)."""
+               lease_seconds: float, tools: list[str] | None = None) -> list[ClaimedStep]:
+    """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease token).
+    With `tools`, only steps whose tool is in it (or that have none) are claimed."""
     if limit <= 0:
         return []
     rows = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                 "lease": lease_seconds}).fetchall()
+                                 "lease": lease_seconds, "tools": tools}).fetchall()
     return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
 
 
@@ -244,7 +250,8 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
 
 
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
-                          limit: int, lease_seconds: float) -> tuple[RecordSummary, list[ClaimedStep]]:
+                          limit: int, lease_seconds: float,
+                          tools: list[str] | None = None) -> tuple[RecordSummary, list[ClaimedStep]]:
     """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
     made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: two
     round trips (psycopg syncs before and after COMMIT) instead of six. The runs a batch can touch
@@ -260,7 +267,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         conn.execute(_LOCK_RUNS, {"runs": runs})
         conn.execute(_FINALIZE_RUNS, {"runs": runs})
         claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                      "lease": lease_seconds}) if limit > 0 else None
+                                      "lease": lease_seconds, "tools": tools}) if limit > 0 else None
     summary = recorded.fetchone()
     claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
     return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
@@ -289,9 +296,13 @@ def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, 
     return len(rows)
 
 
-def step_seconds_until_ready(conn: psycopg.Connection) -> float | None:
-    """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
-    by the database's clock; None when nothing is ready."""
-    row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
-                       "FROM steps WHERE status = 'ready'").fetchone()
+def step_seconds_until_ready(conn: psycopg.Connection, tools: list[str] | None = None) -> float | None:
+    """Seconds until the earliest ready step this worker can run (`tools` as in `step_claim`) becomes
+    claimable (a retry waiting out its backoff), by the database's clock; None when nothing is
+    ready. Steps of tools it does not offer are not its business: counting them would make a
+    worker of another pool spin on a step it can never claim."""
+    row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait FROM steps "
+                       "WHERE status = 'ready' "
+                       "AND (tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))",
+                       {"tools": tools}).fetchone()
     return row["wait"] if row else None
