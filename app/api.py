@@ -17,6 +17,7 @@ from engine import store
 from engine.errors import InvalidRun
 from engine.store.dashboard import database_ping
 from engine.store.runs import run_to_api
+from engine.store.tools import steps_waiting_for_tool, waiting_reason
 from engine.submit import submit_run
 
 bp = Blueprint("api", __name__)
@@ -46,7 +47,12 @@ def submit() -> tuple[Response, int]:
 def run_status(run_id: UUID) -> Response:
     with db() as conn:
         run = store.run_get(conn, run_id)
-    return jsonify(run_to_api(run))
+        waiting = steps_waiting_for_tool(conn, run_id)
+    body = run_to_api(run)
+    for step in body["steps"]:  # only a step that waits for a tool gets the extra field
+        if step["id"] in waiting:
+            step["waiting"] = waiting_reason(waiting[step["id"]])
+    return jsonify(body)
 
 
 @bp.get("/api/runs/<uuid:run_id>/events")

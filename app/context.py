@@ -16,6 +16,7 @@ from app.timeline import timeline_picture
 from engine import store
 from engine.store import Event
 from engine.store.dashboard import dead_letters_list, queue_snapshot, steps_brief, worker_events_between
+from engine.store.tools import steps_waiting_for_tool, waiting_reason
 
 FEED_LENGTH = 40
 RUN_LOG_LENGTH = 1000
@@ -78,8 +79,10 @@ def run_picture_context(conn: psycopg.Connection, run: dict[str, Any], events: l
     end = datetime.fromisoformat(run["finishedAt"]) if run["finishedAt"] else now
     markers = worker_events_between(conn, lanes, start, end)
     last_worker = {e.step_id: e.worker for e in events if e.type == "step_started"}
+    waiting = steps_waiting_for_tool(conn, run["id"]) if run["status"] == "running" else {}
     steps = [{**s, "display_status": display_status(s), "seconds": _seconds(s, now),
-              "worker": s["worker"] or last_worker.get(s["id"])} for s in run["steps"]]
+              "worker": s["worker"] or last_worker.get(s["id"]),
+              "waiting": waiting_reason(waiting[s["id"]]) if s["id"] in waiting else None} for s in run["steps"]]
     counts: dict[str, int] = {}
     for step in steps:
         counts[step["display_status"]] = counts.get(step["display_status"], 0) + 1
