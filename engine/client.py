@@ -21,7 +21,9 @@ from engine.config import Settings
 from engine.eventcursor import EventCursor
 from engine.model import RunStatus
 from engine.store import Event
+from engine.store.tools import tools_known
 from engine.submit import submit_run
+from engine.tools.registry import BUILTIN_TOOL_NAMES
 
 POLL_SECONDS = 1.0  # longest a wait goes without re-reading the run when no NOTIFY arrives
 
@@ -95,6 +97,11 @@ class Client:
         with self._lock:
             run_id, created = submit_run(self.conn, body, self.settings)
         return str(run_id), created
+
+    def tools(self) -> list[str]:
+        """The tool names submission accepts: the built-ins and every tool a worker has offered."""
+        with self._lock:
+            return sorted(BUILTIN_TOOL_NAMES | set(tools_known(self.conn)))
 
     def get(self, run_id: UUID | str) -> Any:
         """The run and its steps, as the store reads them; `NotFound` for an unknown id."""
