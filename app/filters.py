@@ -93,6 +93,8 @@ def event_text(event: Event) -> str:
         return f"{detail.get('deadLetters', '?')} dead-lettered"
     if event.type == "worker_kill_requested":
         return f"pid {detail.get('pid')} via {detail.get('via')}"
+    if event.type == "step_log":  # a tool's own words: shown as text, like an LLM's (autoescaped)
+        return f"{detail.get('level', 'info')}: {detail.get('message', '')}"
     if event.type in ("worker_started", "worker_lost"):
         return f"pid {detail['pid']}" if detail.get("pid") else ""
     return ""
