@@ -1,4 +1,4 @@
-"""`python -m engine COMMAND`: submit, status, events, cancel, redrive, verify, watch.
+"""`python -m engine COMMAND`: submit, status, events, cancel, redrive, verify, watch, tools.
 
 Output is JSON (or JSON lines) in the shapes of the HTTP API; errors print a message on stderr and
 exit non-zero (1 for a refused request, 2 for bad usage or an unreachable database). Every command
@@ -64,6 +64,19 @@ def cmd_redrive(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tools(client: Client, args: argparse.Namespace) -> int:
+    """The tools submission accepts, one per line; with --wait, first wait until live workers offer them."""
+    if args.wait:
+        try:
+            client.wait_for_tools(args.wait, timeout=args.timeout)
+        except TimeoutError as exc:
+            raise EngineError(str(exc)) from None
+    live = set(client.tools(live=True))
+    for name in client.tools():
+        print(name if name in live else f"{name} (no live worker)")
+    return 0
+
+
 def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     conn = client.conn
     problems = {args.run_id: verify_run(conn, args.run_id)} if args.run_id else verify_all(conn)
@@ -101,7 +114,7 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
-            "redrive": cmd_redrive, "verify": cmd_verify, "watch": cmd_watch}
+            "redrive": cmd_redrive, "verify": cmd_verify, "watch": cmd_watch, "tools": cmd_tools}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="print a run's events live until it is terminal (exit 0 if completed)")
     watch.add_argument("run_id")
     watch.add_argument("--after", type=int, default=0)
+    tools = sub.add_parser("tools", help="the tools runs may use (built-ins and those workers offered)")
+    tools.add_argument("--wait", nargs="+", metavar="TOOL", help="first wait until live workers offer these")
+    tools.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     return parser
 
 

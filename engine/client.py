@@ -21,7 +21,7 @@ from engine.config import Settings
 from engine.eventcursor import EventCursor
 from engine.model import RunStatus
 from engine.store import Event
-from engine.store.tools import tools_known
+from engine.store.tools import tools_known, tools_live
 from engine.submit import submit_run
 from engine.tools.registry import BUILTIN_TOOL_NAMES
 
@@ -98,10 +98,28 @@ class Client:
             run_id, created = submit_run(self.conn, body, self.settings)
         return str(run_id), created
 
-    def tools(self) -> list[str]:
-        """The tool names submission accepts: the built-ins and every tool a worker has offered."""
+    def tools(self, live: bool = False) -> list[str]:
+        """The tool names submission accepts: the built-ins and every tool a worker has offered.
+        With `live`, only those some live worker offers right now."""
         with self._lock:
+            if live:
+                return sorted(tools_live(self.conn))
             return sorted(BUILTIN_TOOL_NAMES | set(tools_known(self.conn)))
+
+    def wait_for_tools(self, names: list[str], timeout: float | None = None) -> list[str]:
+        """Block until live workers offer every tool in `names` (a worker just started registers
+        its tools within moments); returns the live tools. `TimeoutError` names the missing ones."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._listening() as listener:
+            while True:
+                live = tools_live(listener)
+                missing = sorted(set(names) - live)
+                if not missing:
+                    return sorted(live)
+                remaining = POLL_SECONDS if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no live worker offers {', '.join(missing)} after {timeout:g}s")
+                _await_notify(listener, min(POLL_SECONDS, remaining))  # worker_started is announced
 
     def get(self, run_id: UUID | str) -> Any:
         """The run and its steps, as the store reads them; `NotFound` for an unknown id."""

@@ -32,6 +32,15 @@ JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
 WHERE w.status = 'running' AND s.tool = ANY(w.tools)
 """
 
+_LIVE_TOOLS = """
+SELECT DISTINCT unnest(w.tools) AS name FROM workers w
+WHERE w.status = 'running' AND EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = %(lock_class)s::oid AND l.objid = w.id::oid)
+"""
+
 _WAITING = """
 SELECT s.id, s.tool FROM steps s
 WHERE s.run_id = %(run)s AND s.status = 'ready' AND s.tool IS NOT NULL
@@ -57,6 +66,11 @@ def tools_known(conn: psycopg.Connection) -> dict[str, ToolDefaults]:
     rows = conn.execute("SELECT name, max_attempts, timeout_seconds, backoff_base, backoff_max FROM tools").fetchall()
     return {r["name"]: ToolDefaults(r["max_attempts"], r["timeout_seconds"], r["backoff_base"], r["backoff_max"])
             for r in rows}
+
+
+def tools_live(conn: psycopg.Connection) -> set[str]:
+    """Tool names (built-ins included) that some live worker offers right now."""
+    return {r["name"] for r in conn.execute(_LIVE_TOOLS, {"lock_class": LIVENESS_LOCK_CLASS}).fetchall()}
 
 
 def steps_waiting_for_tool(conn: psycopg.Connection, run_id: UUID | str) -> dict[int, str]:

@@ -62,14 +62,11 @@ def _start_worker() -> subprocess.Popen:
 
 
 def _wait_for_tools(client: Client, worker: subprocess.Popen) -> None:
-    """Until the worker has registered (so submission knows its tools); fails if it exited."""
-    while "http_fetch" not in client.tools():
-        if worker.poll() is not None:
-            raise SystemExit(f"error: the worker exited with status {worker.returncode}")
-        try:
-            worker.wait(0.1)
-        except subprocess.TimeoutExpired:
-            pass
+    """Until the worker has registered its tools (so submission knows them); fails if it exited."""
+    try:
+        client.wait_for_tools(["http_fetch", "doc_search", "rank"], timeout=60)
+    except TimeoutError:
+        raise SystemExit(f"error: the worker did not offer the agent's tools (exit status {worker.poll()})") from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from tests.helpers import FAST_ENV, ROOT
 
 SECTION = re.compile(r"^## Write your own tools\n(.*?)^## ", re.S | re.M)
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+# `pip install` of the checkout builds a wheel and fetches its dependencies: minutes on a busy
+# machine with a slow package index, seconds otherwise.
+WALKTHROUGH_TIMEOUT_SECONDS = 600
 
 
 def walkthrough_blocks() -> list[tuple[str, str]]:
@@ -35,6 +38,21 @@ def copy_checkout(target: Path) -> Path:
     return Path(shutil.copytree(ROOT, target, ignore=ignored))
 
 
+def run_shell(script: str, workdir: Path, env: dict[str, str], log: Path) -> subprocess.CompletedProcess:
+    """bash -eu on the script; on a timeout, fail with what it printed so far (pip's progress included)."""
+    with open(log, "w+") as out, open(str(log) + ".err", "w+") as err:
+        proc = subprocess.Popen(["bash", "-euc", script], cwd=workdir, env=env, stdout=out, stderr=err, text=True)
+        try:
+            proc.wait(WALKTHROUGH_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"the walkthrough did not finish in {WALKTHROUGH_TIMEOUT_SECONDS}s:\n"
+                        f"{log.read_text()}\n{Path(str(log) + '.err').read_text()}")
+        return subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(), Path(str(log) + ".err").read_text())
+
+
+@pytest.mark.timeout(WALKTHROUGH_TIMEOUT_SECONDS + 60)
 def test_every_block_of_the_walkthrough_runs_as_written(conn, db_url, tmp_path: Path):
     blocks = walkthrough_blocks()
     assert [lang for lang, _ in blocks] == ["python", "python", "python", "sh"]
@@ -48,12 +66,12 @@ def test_every_block_of_the_walkthrough_runs_as_written(conn, db_url, tmp_path: 
         name = code.splitlines()[0].removeprefix("# ").strip()
         assert name.endswith(".py"), f"a file block must start with '# name.py', not {code.splitlines()[0]!r}"
         (workdir / name).write_text(code)
-    shell = blocks[3][1]
-    done = subprocess.run(["bash", "-euc", shell], cwd=workdir, env=env, capture_output=True, text=True, timeout=400)
+    done = run_shell(blocks[3][1], workdir, env, tmp_path / "walkthrough.log")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
 
     printed = done.stdout.splitlines()
+    assert {"fetch_data", "notify", "shout", "sleep", "transform", "word_count"} <= set(printed), output  # `durable-agent tools`
     assert "completed 10" in printed, output  # the five ids fetch_data returned ("postgres queues-N")
     assert "log: tool_call.count counted 10 words in 6 texts" in printed
     assert "ok: every invariant holds for every run" in done.stdout
