@@ -9,6 +9,7 @@ and pytest's fixtures do); the built-in tools are not in it and cannot be replac
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import inspect
 import re
@@ -162,7 +163,13 @@ def run_handler(spec: ToolSpec, ctx: Any) -> Any:
     cancelled when the attempt is taken away (timeout, reclaim, cancel)."""
     if not spec.is_async:
         return spec.handler(ctx)
-    return asyncio.run(_run_async(spec.handler(ctx), ctx))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a worker's slot thread has no loop
+        return asyncio.run(_run_async(spec.handler(ctx), ctx))
+    # Called from inside a running loop (a test, a notebook): asyncio.run would refuse; use a thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(_run_async(spec.handler(ctx), ctx))).result()
 
 
 async def _run_async(coroutine: Awaitable[Any], ctx: Any) -> Any:

@@ -92,6 +92,10 @@ def test_an_async_tool_runs_and_is_cancelled_when_its_attempt_is_taken_away(regi
         run_step("tool_call", "sdk_async", ctx)
     assert not finished.is_set()
 
+    async def from_a_running_loop() -> dict:
+        return run_step("tool_call", "sdk_async", context("sdk_async", seconds=0.01))
+    assert asyncio.run(from_a_running_loop()) == {"slept": 0.01}
+
 
 def test_ctx_log_writes_through_the_recorder_and_stops_at_the_cap():
     lines: list[tuple[str, str]] = []
