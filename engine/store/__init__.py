@@ -29,6 +29,7 @@ from engine.store.steps import (
     StepResult,
     notify_after_commit,
     step_claim,
+    step_claim_session,
     step_heartbeat,
     step_record_and_claim,
     step_release,
@@ -45,7 +46,7 @@ from engine.store.workers import (
 __all__ = [
     "EVENTS_CHANNEL", "STEPS_READY_CHANNEL", "ClaimedStep", "RecordSummary", "Event", "StepResult", "connect",
     "event_latest_id", "events_after", "events_recent", "listen", "make_pool", "notify_after_commit", "reclaim_dead_workers",
-    "reclaim_expired_leases", "run_cancel", "run_get", "run_ids", "run_list", "run_submit", "step_claim",
+    "reclaim_expired_leases", "run_cancel", "run_get", "run_ids", "run_list", "run_submit", "step_claim", "step_claim_session",
     "step_heartbeat", "step_seconds_until_ready", "step_record_and_claim", "step_redrive", "step_release",
     "unavailable_errors", "worker_lock_liveness", "worker_register", "worker_stopped",
     "worker_touch", "workers_list",

@@ -43,7 +43,8 @@ SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
 FROM claimed c
 """
 
-# The planner settings the claim runs under, in its own transaction (SET LOCAL semantics). The
+# The planner settings the claim runs under: for the rest of the recording transaction (SET LOCAL
+# semantics) in `step_record_and_claim`, for the session on a worker's claim connection. The
 # routing filter makes the planner expect few matching ready rows; with stale statistics (a queue
 # table that grew since the last ANALYZE, e.g. a burst on a fresh database) it then preferred a
 # bitmap scan of every ready step plus a sort over the ordered `steps_ready` index scan: 8 ms
@@ -203,17 +204,21 @@ class StepResult:
     run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
 
 
+def step_claim_session(conn: psycopg.Connection) -> None:
+    """Give a connection that claims with `step_claim` the claim's planner settings for its whole
+    session (a worker's claim connection, on every connect): set once, they cost the claim nothing."""
+    conn.execute(_CLAIM_PLANNER.replace(", true)", ", false)"))
+
+
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
                lease_seconds: float, tools: list[str] | None = None) -> list[ClaimedStep]:
     """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease token).
-    With `tools`, only steps whose tool is in it (or that have none) are claimed."""
+    With `tools`, only steps whose tool is in it (or that have none) are claimed. Call
+    `step_claim_session` on the connection first (see `_CLAIM_PLANNER`)."""
     if limit <= 0:
         return []
-    with conn.pipeline(), conn.transaction():  # one round trip, as the single statement was
-        conn.execute(_CLAIM_PLANNER)
-        claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                      "lease": lease_seconds, "tools": tools})
-    rows = claim.fetchall()
+    rows = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
+                                 "lease": lease_seconds, "tools": tools}).fetchall()
     return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
 
 

@@ -48,3 +48,11 @@ def test_the_routed_claim_uses_the_ready_index_and_filters_tools_on_its_rows(con
         assert "LockRows (actual rows=8" in picked
         if tools:
             assert "tool = ANY" in picked  # the filter is on the index scan's rows
+
+
+def test_a_claim_connection_keeps_the_claims_planner_settings_for_its_session(conn):
+    from engine.store import step_claim_session
+
+    step_claim_session(conn)
+    settings = {name: conn.execute(f"SHOW {name}").fetchone()[name] for name in ("enable_sort", "enable_bitmapscan", "jit")}
+    assert settings == {"enable_sort": "off", "enable_bitmapscan": "off", "jit": "off"}
