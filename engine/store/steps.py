@@ -317,13 +317,20 @@ def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, 
     return len(rows)
 
 
+# ORDER BY … LIMIT 1, not min(): with the tool filter, min() read every ready step (10 ms at
+# 20,000, on every idle turn of every worker), where the ordered walk of steps_ready stops at the
+# first step this worker may run (0.04 ms).
+_SECONDS_UNTIL_READY = """
+SELECT extract(epoch FROM run_at - now())::float8 AS wait FROM steps
+WHERE status = 'ready' AND (tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))
+ORDER BY run_at, id LIMIT 1
+"""
+
+
 def step_seconds_until_ready(conn: psycopg.Connection, tools: list[str] | None = None) -> float | None:
     """Seconds until the earliest ready step this worker can run (`tools` as in `step_claim`) becomes
     claimable (a retry waiting out its backoff), by the database's clock; None when nothing is
     ready. Steps of tools it does not offer are not its business: counting them would make a
     worker of another pool spin on a step it can never claim."""
-    row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait FROM steps "
-                       "WHERE status = 'ready' "
-                       "AND (tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))",
-                       {"tools": tools}).fetchone()
+    row = conn.execute(_SECONDS_UNTIL_READY, {"tools": tools}).fetchone()
     return row["wait"] if row else None

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from engine.store.steps import _CLAIM, _CLAIM_PLANNER
+from engine.store.steps import _CLAIM, _CLAIM_PLANNER, _SECONDS_UNTIL_READY
 
 RUN = "INSERT INTO runs (id, goal, status, step_count, request_hash) VALUES (%(run)s, 'plan', 'running', 20000, '')"
 STEPS = """
@@ -48,6 +48,11 @@ def test_the_routed_claim_uses_the_ready_index_and_filters_tools_on_its_rows(con
         assert "LockRows (actual rows=8" in picked
         if tools:
             assert "tool = ANY" in picked  # the filter is on the index scan's rows
+        with conn.transaction(force_rollback=True):
+            conn.execute(_CLAIM_PLANNER)
+            until = "\n".join(r["QUERY PLAN"] for r in conn.execute(
+                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + _SECONDS_UNTIL_READY, {"tools": tools}))
+        assert "Scan using steps_ready on steps (actual rows=1 " in until and "Aggregate" not in until, until
 
 
 def test_a_claim_connection_keeps_the_claims_planner_settings_for_its_session(conn):
