@@ -62,7 +62,7 @@ class Worker:
         url = settings.database_url
         self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect)
         self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown, store.step_claim_session)
-        self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
+        self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown, store.step_claim_session)
         self.side_effects = ReconnectingConnection(url, f"{name}:tools", self.shutdown)
         self.side_effects_lock = threading.Lock()
         self.reaper = Reaper(self)

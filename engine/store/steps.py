@@ -43,8 +43,8 @@ SELECT c.*, coalesce((SELECT jsonb_object_agg(p.name, p.output)
 FROM claimed c
 """
 
-# The planner settings the claim runs under: for the rest of the recording transaction (SET LOCAL
-# semantics) in `step_record_and_claim`, for the session on a worker's claim connection. The
+# The planner settings the claim runs under, set once per session on a worker's claim and record
+# connections (`step_claim_session`; setting them per recording transaction cost throughput). The
 # routing filter makes the planner expect few matching ready rows; with stale statistics (a queue
 # table that grew since the last ANALYZE, e.g. a burst on a fresh database) it then preferred a
 # bitmap scan of every ready step plus a sort over the ordered `steps_ready` index scan: 8 ms
@@ -205,8 +205,8 @@ class StepResult:
 
 
 def step_claim_session(conn: psycopg.Connection) -> None:
-    """Give a connection that claims with `step_claim` the claim's planner settings for its whole
-    session (a worker's claim connection, on every connect): set once, they cost the claim nothing."""
+    """Give a connection that claims (`step_claim`, `step_record_and_claim`) the claim's planner
+    settings for its whole session (a worker's claim and record connections, on every connect)."""
     conn.execute(_CLAIM_PLANNER.replace(", true)", ", false)"))
 
 
@@ -286,7 +286,6 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         conn.execute(_FINALIZE_RUNS, {"runs": runs})
         claim = None
         if limit > 0:
-            conn.execute(_CLAIM_PLANNER)  # last in the transaction: affects the claim only
             claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
                                           "lease": lease_seconds, "tools": tools})
     summary = recorded.fetchone()
