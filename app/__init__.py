@@ -48,7 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     broadcaster = Broadcaster(settings.database_url, web.live_gap_seconds, web.live_poll_seconds)
     app.extensions["dae"] = AppState(settings, web, pool, broadcaster)
     app.secret_key = web.secret_key or None
-    _configure_logging(app)
+    _configure_logging(app, settings.log_level)
     security.install(app)
     errors.install(app)
     _register_blueprints(app)
@@ -57,15 +57,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app import api, chaos, filters, live, pages
+    from app import api, chaos, filters, live, pages, streaming
     filters.install(app)
+    streaming.install(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(chaos.bp)
     app.register_blueprint(live.bp)
 
 
-def _configure_logging(app: Flask) -> None:
+def _configure_logging(app: Flask, level: str) -> None:
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s web %(levelname)s %(name)s: %(message)s")
-    app.logger.setLevel(logging.INFO)
+        logging.basicConfig(level=level.upper(), format="%(asctime)s web %(levelname)s %(name)s: %(message)s")
+    app.logger.setLevel(level.upper())

@@ -15,10 +15,12 @@ from app.security import client_id, json_api, rate_limit
 from app.state import db, state
 from engine import store
 from engine.errors import InvalidRun
+from engine.model import RunStatus, StepStatus
 from engine.store.dashboard import database_ping
-from engine.store.runs import run_to_api
-from engine.store.tools import steps_waiting_for_tool, waiting_reason
+from engine.store.streams import run_usage
+from engine.store.tools import steps_waiting_for_tool
 from engine.submit import submit_run
+from engine.wire import event_to_api, run_to_api, worker_to_api
 
 bp = Blueprint("api", __name__)
 
@@ -47,12 +49,11 @@ def submit() -> tuple[Response, int]:
 def run_status(run_id: UUID) -> Response:
     with db() as conn:
         run = store.run_get(conn, run_id)
-        waiting = steps_waiting_for_tool(conn, run_id)
-    body = run_to_api(run)
-    for step in body["steps"]:  # only a step that waits for a tool gets the extra field
-        if step["id"] in waiting:
-            step["waiting"] = waiting_reason(waiting[step["id"]])
-    return jsonify(body)
+        # Runs with LLM steps also carry their usage, cost and budget; a ready step whose tool no
+        # live worker offers says so.
+        usage = run_usage(conn, run_id) if any(s.kind == "llm_call" for s in run.steps) else None
+        waiting = steps_waiting_for_tool(conn, run_id) if run.status == RunStatus.RUNNING else {}
+    return jsonify(run_to_api(run, usage, waiting))
 
 
 @bp.get("/api/runs/<uuid:run_id>/events")
@@ -63,7 +64,7 @@ def run_events(run_id: UUID) -> Response:
     with db() as conn:
         store.run_get(conn, run_id)  # 404 for an unknown run
         events = store.events_after(conn, run_id, int(after), limit=EVENTS_PAGE)
-    return jsonify([e.to_api() for e in events])
+    return jsonify([event_to_api(e) for e in events])
 
 
 @bp.post("/api/runs/<uuid:run_id>/cancel")
@@ -72,7 +73,7 @@ def cancel(run_id: UUID) -> Response:
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
         cancelled = store.run_cancel(conn, run_id)
-    return jsonify({"runId": str(run_id), "status": "cancelled", "stepsCancelled": cancelled})
+    return jsonify({"runId": str(run_id), "status": RunStatus.CANCELLED.value, "stepsCancelled": cancelled})
 
 
 @bp.post("/api/steps/<int:step_id>/redrive")
@@ -81,15 +82,14 @@ def redrive(step_id: int) -> Response:
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
         run_id = store.step_redrive(conn, step_id)
-    return jsonify({"stepId": step_id, "runId": str(run_id), "status": "ready"})
+    return jsonify({"stepId": step_id, "runId": str(run_id), "status": StepStatus.READY.value})
 
 
 @bp.get("/api/workers")
 def workers() -> Response:
     with db() as conn:
-        rows = store.workers_list(conn)
-    return jsonify([{"name": w["name"], "pid": w["pid"], "host": w["host"], "status": w["status"],
-                     "lastSeen": w["last_seen"].isoformat(), "running": list(w["running"])} for w in rows])
+        found = store.workers_list(conn)
+    return jsonify([worker_to_api(w) for w in found])
 
 
 @bp.get("/healthz")

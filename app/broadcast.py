@@ -1,9 +1,10 @@
 """One listener per web process that fans audit events out to WebSocket subscribers.
 
 The listener LISTENs on the engine's events channel (an empty NOTIFY is only a wake-up), reads new
-audit rows by id, and hands them in id order to every subscriber's bounded queue (see `gaps` for
-why the order needs care). It also polls, so a lost notification costs latency, never an event; and
-after losing its connection it reconnects and re-reads from its horizon, so nothing is skipped.
+audit rows by id, and hands them in id order to every subscriber's bounded queue (see
+`engine.eventorder` for why the order needs care). It also polls, so a lost notification costs
+latency, never an event; and after losing its connection it reconnects and re-reads from its
+horizon, so nothing is skipped.
 
 A socket subscribes *before* it reads its snapshot from the database: the subscription remembers
 the horizon at that instant, the snapshot covers ids up to it, and the queue gets every id after.
@@ -20,14 +21,13 @@ from uuid import UUID
 
 import psycopg
 
-from app.gaps import GapTracker
-from engine.store import connect, event_latest_id, unavailable_errors
-from engine.store.events import EVENTS_CHANNEL, Event, events_global_after, listen
+from engine.errors import StoreUnavailable
+from engine.eventorder import AuditFollower
+from engine.store import connect, driver_errors, wait_for_notify
+from engine.store.events import EVENTS_CHANNEL, Event, listen
 
 log = logging.getLogger("app.live")
 
-READ_BATCH = 500
-STARTUP_LOOKBACK_IDS = 256  # ids below the first horizon checked for transactions still in flight
 GAP_RECHECK_SECONDS = 0.1
 
 
@@ -75,11 +75,9 @@ class Broadcaster:
         """`background=False` leaves the listening to the caller (`begin` then `run_once`): tests."""
         self.database_url = database_url
         self.background = background
-        self.clock = clock
         self.poll_seconds = poll_seconds
         self.queue_size = queue_size
-        self.tracker: GapTracker | None = None
-        self.gap_seconds = gap_seconds
+        self.follower = AuditFollower(gap_seconds, clock)
         self.subscribers: set[Subscription] = set()
         self.lock = threading.Lock()
         self.started = threading.Event()   # the first horizon is known
@@ -95,8 +93,7 @@ class Broadcaster:
         if not self.started.wait(timeout):
             raise TimeoutError("the live event listener could not reach the database")
         with self.lock:
-            assert self.tracker is not None
-            sub = Subscription(self.tracker.horizon, str(run_id) if run_id else None, self.queue_size)
+            sub = Subscription(self.follower.horizon, str(run_id) if run_id else None, self.queue_size)
             self.subscribers.add(sub)
         return sub
 
@@ -120,14 +117,15 @@ class Broadcaster:
         backoff = 0.2
         while not self.stopping.is_set():
             try:
-                with connect(self.database_url, application_name="dae-web-live") as conn:
+                # driver_errors: the reads below raise the engine's exceptions, like every store call.
+                with connect(self.database_url, application_name="dae-web-live") as conn, driver_errors():
                     listen(conn, EVENTS_CHANNEL)
                     self.begin(conn)
                     backoff = 0.2
                     while not self.stopping.is_set():
                         self.run_once(conn)
                         self._wait_for_notify(conn)
-            except unavailable_errors as exc:
+            except StoreUnavailable as exc:
                 log.warning("live listener lost the database (%s); reconnecting in %.1fs", exc, backoff)
             except Exception:  # noqa: BLE001 - the listener must outlive any one bad read
                 log.exception("live listener failed; restarting in %.1fs", backoff)
@@ -135,39 +133,20 @@ class Broadcaster:
             backoff = min(backoff * 2, 5.0)
 
     def begin(self, conn: psycopg.Connection) -> None:
-        """Set the first horizon. Ids just below the newest one that are not visible yet may belong
-        to transactions still committing: they are treated as gaps, not as delivered."""
-        if self.tracker is not None:
-            return  # a reconnect: keep the horizon and re-read from it
-        latest = event_latest_id(conn)
-        window = range(max(0, latest - STARTUP_LOOKBACK_IDS) + 1, latest + 1)
-        seen = {e.id for e in events_global_after(conn, window.start - 1, limit=len(window) + 1)}
-        missing = [i for i in window if i not in seen]
-        tracker = GapTracker(latest, self.gap_seconds, self.clock)
-        if missing:
-            tracker.horizon = missing[0] - 1
-            tracker.mark_missing(missing)
+        """Set the first horizon (`AuditFollower.begin`); a reconnect keeps it."""
         with self.lock:
-            self.tracker = tracker
+            self.follower.begin(conn)
         self.started.set()
 
     def run_once(self, conn: psycopg.Connection) -> int:
         """Read rows after the horizon and deliver what is deliverable. Returns events delivered."""
-        assert self.tracker is not None
-        delivered = 0
-        while True:
-            rows = events_global_after(conn, self.tracker.horizon, limit=READ_BATCH)
-            with self.lock:
-                ready = self.tracker.accept(rows)
-                for event in ready:
-                    for sub in self.subscribers:
-                        sub.offer(event)
-            delivered += len(ready)
-            if len(rows) < READ_BATCH or not ready:
-                return delivered
+        return self.follower.poll(conn, self._fan_out, self.lock)
+
+    def _fan_out(self, events: list[Event]) -> None:
+        for event in events:
+            for sub in self.subscribers:
+                sub.offer(event)
 
     def _wait_for_notify(self, conn: psycopg.Connection) -> None:
-        assert self.tracker is not None
-        timeout = GAP_RECHECK_SECONDS if self.tracker.waiting else self.poll_seconds
-        for _ in conn.notifies(timeout=timeout, stop_after=1):
-            pass
+        timeout = GAP_RECHECK_SECONDS if self.follower.waiting else self.poll_seconds
+        wait_for_notify(conn, timeout)

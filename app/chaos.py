@@ -10,10 +10,12 @@ import signal
 import socket
 import xmlrpc.client
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, request, url_for
 
+from app.filters import clock
 from app.pages import local_target
 from app.security import json_api, rate_limit
 from app.state import db, state
@@ -43,7 +45,8 @@ def kill_api(name: str) -> tuple[Response, int]:
 def kill_form(name: str) -> Response:
     try:
         kill = request_kill(name)
-        flash(f"Killed {kill.worker} (pid {kill.pid}, via {kill.via}). Watch its steps get reclaimed.", "ok")
+        flash(f"Killed {kill.worker} at {clock(datetime.now(UTC))} (pid {kill.pid}, via {kill.via}): "
+              "watch its steps get reclaimed and retried.", "ok")
     except (NotFound, Conflict) as exc:
         flash(str(exc), "error")
     return redirect(local_target(request.form.get("next")) or url_for("pages.dashboard"), 303)
@@ -63,7 +66,7 @@ def request_kill(name: str) -> Kill:
 
 
 def _kill(name: str, host: str, pid: int) -> Kill:
-    socket_path = state().settings.supervisor_socket
+    socket_path = state().web.supervisor_socket
     if socket_path:
         return Kill(name, supervisor_kill(socket_path, name), "supervisor")
     if host != socket.gethostname():

@@ -62,6 +62,9 @@ class WebSettings:
     live_gap_seconds: float = field(default=LIVE_GAP_SECONDS_DEFAULT, metadata={
         "env": "LIVE_GAP_SECONDS", "help": "How long the live stream holds events behind a missing "
         "audit id (a transaction that has not committed yet) before treating the id as rolled back."})
+    supervisor_socket: str = field(default="", metadata={
+        "env": "SUPERVISOR_SOCKET", "help": "supervisord's unix control socket; when set, the Kill "
+        "button signals workers through it."})
     live_poll_seconds: float = field(default=LIVE_POLL_SECONDS_DEFAULT, metadata={
         "env": "LIVE_POLL_SECONDS", "help": "Longest the live stream waits for a NOTIFY before it reads "
         "the audit log anyway."})

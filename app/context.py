@@ -11,31 +11,40 @@ from uuid import UUID
 
 import psycopg
 
-from app.dag_svg import dag_picture, display_status
-from app.timeline import timeline_picture
+from app.dag_svg import blocked_steps, dag_picture, display_status
+from app.llm_view import limits_context, llm_context
+from app.state import state
+from app.timeline import NARROW, timeline_picture
 from engine import store
-from engine.store import Event
-from engine.store.dashboard import dead_letters_list, queue_snapshot, steps_brief, worker_events_between
-from engine.store.tools import steps_waiting_for_tool, waiting_reason
+from engine.model import Event, Run, RunStatus, Step, StepStatus, WorkerStatus
+from engine.store.dashboard import dead_letters_list, queue_snapshot, step_leases, worker_events_between
+from engine.store.runs import steps_by_id
+from engine.store.tools import steps_waiting_for_tool
+from engine.wire import waiting_reason
 
 FEED_LENGTH = 40
 RUN_LOG_LENGTH = 1000
 RECENT_RUNS = 12
-TERMINAL_RUN = ("completed", "failed", "cancelled")
 GONE_WORKERS_SECONDS = 600
+LOGGED_WORKER_EVENTS = ("worker_kill_requested", "worker_lost")  # shown in a run's log beside its events
+
+
+def limit_window_seconds() -> float:
+    return state().settings.limit_window_seconds
 
 
 def workers_context(conn: psycopg.Connection) -> dict[str, Any]:
     """Running workers, and those that stopped or were lost recently (a killed worker shows as lost
     until it comes back)."""
     workers = [w for w in store.workers_list(conn, include_gone=True)
-               if w["status"] == "running" or w["seen_seconds_ago"] < GONE_WORKERS_SECONDS]
-    running = steps_brief(conn, [step_id for w in workers for step_id in w["running"]])
-    return {"workers": [{**w, "steps": [running[i] for i in w["running"] if i in running]} for w in workers]}
+               if w.status == WorkerStatus.RUNNING or w.seen_seconds_ago < GONE_WORKERS_SECONDS]
+    running = steps_by_id(conn, [step_id for w in workers for step_id in w.running])
+    return {"workers": [{**vars(w), "steps": [running[i] for i in w.running if i in running]} for w in workers]}
 
 
 def queue_context(conn: psycopg.Connection) -> dict[str, Any]:
-    return {"queue": queue_snapshot(conn)}
+    """Queue counts, and the provider limits' use (shown under them)."""
+    return {"queue": queue_snapshot(conn), **limits_context(conn, limit_window_seconds())}
 
 
 def runs_context(conn: psycopg.Connection) -> dict[str, Any]:
@@ -65,40 +74,48 @@ def run_events(conn: psycopg.Connection, run_id: UUID | str, upto: int | None = 
 
 
 def run_context(conn: psycopg.Connection, run_id: UUID | str, upto: int | None = None) -> dict[str, Any]:
-    """Everything the run page shows: header, DAG, timeline, steps, and the event log."""
+    """Everything the run page shows: header, DAG, timeline, steps, and the event log (the run's
+    events, with the kills and losses of the workers that ran it in their place)."""
     run = store.run_get(conn, run_id)
     events = run_events(conn, run_id, upto)
-    return {**run_picture_context(conn, run, events), "log": events[-RUN_LOG_LENGTH:]}
+    pictures = run_picture_context(conn, run, events)
+    worker_events = [e for e in pictures["worker_events"] if upto is None or e.id <= upto]
+    log = sorted([*events, *worker_events], key=lambda e: e.id)
+    return {**pictures, "log": log[-RUN_LOG_LENGTH:]}
 
 
-def run_picture_context(conn: psycopg.Connection, run: dict[str, Any], events: list[Event]) -> dict[str, Any]:
+def run_picture_context(conn: psycopg.Connection, run: Run, events: list[Event]) -> dict[str, Any]:
     """The parts of the run page that are redrawn whole on every change."""
     now = datetime.now(UTC)
     lanes = sorted({e.worker for e in events if e.type == "step_started" and e.worker})
-    start = datetime.fromisoformat(run["createdAt"])
-    end = datetime.fromisoformat(run["finishedAt"]) if run["finishedAt"] else now
-    markers = worker_events_between(conn, lanes, start, end)
+    markers = worker_events_between(conn, lanes, run.created_at, run.finished_at or now)
     last_worker = {e.step_id: e.worker for e in events if e.type == "step_started"}
-    waiting = steps_waiting_for_tool(conn, run["id"]) if run["status"] == "running" else {}
-    steps = [{**s, "display_status": display_status(s), "seconds": _seconds(s, now),
-              "worker": s["worker"] or last_worker.get(s["id"]),
-              "waiting": waiting_reason(waiting[s["id"]]) if s["id"] in waiting else None} for s in run["steps"]]
+    blocked = blocked_steps(run.steps)
+    waiting = steps_waiting_for_tool(conn, run.id) if run.status == RunStatus.RUNNING else {}
+    steps = [{**vars(s), "display_status": display_status(s, blocked, run.status), "seconds": _seconds(s, now),
+              "worker": s.worker or last_worker.get(s.id),
+              "waiting": waiting_reason(waiting[s.id]) if s.id in waiting else None} for s in run.steps]
     counts: dict[str, int] = {}
     for step in steps:
         counts[step["display_status"]] = counts.get(step["display_status"], 0) + 1
-    return {"run": {**run, "steps": steps, "counts": counts, "terminal": run["status"] in TERMINAL_RUN},
-            "dag": dag_picture(run["steps"]), "timeline": timeline_picture(run, events, markers, now)}
+    lease = {"lease_seconds": state().settings.lease_seconds, "leases": step_leases(conn, run.id)}
+    return {"run": {**vars(run), "steps": steps, "counts": counts, "terminal": run.terminal},
+            "dag": dag_picture(run.steps, run_status=run.status),
+            "dag_narrow": dag_picture(run.steps, vertical=True, run_status=run.status),
+            "timeline": timeline_picture(run, events, markers, now, **lease),
+            "timeline_narrow": timeline_picture(run, events, markers, now, NARROW, **lease),
+            "worker_events": [e for e in markers if e.type in LOGGED_WORKER_EVENTS],
+            **llm_context(conn, run)}
 
 
-def _seconds(step: dict[str, Any], now: datetime) -> float | None:
+def _seconds(step: Step, now: datetime) -> float | None:
     """How long the step's latest attempt took (or has been running)."""
-    if not step["startedAt"]:
+    if step.started_at is None:
         return None
-    started = datetime.fromisoformat(step["startedAt"])
-    if step["status"] == "running":
-        return (now - started).total_seconds()
-    if step["finishedAt"]:
-        return max(0.0, (datetime.fromisoformat(step["finishedAt"]) - started).total_seconds())
+    if step.status == StepStatus.RUNNING:
+        return (now - step.started_at).total_seconds()
+    if step.finished_at is not None:
+        return max(0.0, (step.finished_at - step.started_at).total_seconds())
     return None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from engine.store import Event
+from engine.model import Event
 
 JSON_PREVIEW_CHARS = 1500
 
@@ -23,11 +23,10 @@ def short_id(value: object) -> str:
     return str(value)[:8]
 
 
-def clock(value: datetime | str | None) -> str:
+def clock(value: datetime | None) -> str:
     if value is None:
         return ""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone().strftime("%H:%M:%S")
+    return value.astimezone().strftime("%H:%M:%S")
 
 
 def ago(seconds: float | None) -> str:
@@ -59,8 +58,8 @@ def pretty_json(value: Any, limit: int = JSON_PREVIEW_CHARS) -> str:
 
 EVENT_FAMILIES = {
     "ok": {"step_succeeded", "run_completed", "worker_started"},
-    "bad": {"step_dead_lettered", "run_failed", "worker_lost", "worker_kill_requested"},
-    "warn": {"step_retry_scheduled", "step_reclaimed", "step_result_discarded", "step_redriven"},
+    "bad": {"step_dead_lettered", "run_failed", "worker_lost", "worker_kill_requested", "budget_exceeded"},
+    "warn": {"step_retry_scheduled", "step_reclaimed", "step_result_discarded", "step_redriven", "limit_paused"},
     "muted": {"step_cancelled", "run_cancelled", "worker_stopped"},
 }
 
@@ -89,8 +88,16 @@ def event_text(event: Event) -> str:
         return f"{detail.get('reason', '')}"
     if event.type == "step_redriven":
         return "run re-opened" if detail.get("runReopened") else ""
+    if event.type == "run_failed" and detail.get("reason"):
+        return str(detail["reason"]).replace("_", " ")
     if event.type == "run_failed":
         return f"{detail.get('deadLetters', '?')} dead-lettered"
+    if event.type == "budget_exceeded":
+        budget, spent = detail.get("budget") or {}, detail.get("spent") or {}
+        return (f"spent {spent.get('tokens')} tokens / ${spent.get('usd')} of budget "
+                f"{budget.get('tokens') or '-'} tokens / ${budget.get('usd') or '-'}")
+    if event.type == "limit_paused":
+        return f"{detail.get('key')} paused {detail.get('retryAfterSeconds')}s (429 Retry-After)"
     if event.type == "worker_kill_requested":
         return f"pid {detail.get('pid')} via {detail.get('via')}"
     if event.type == "step_log":  # a tool's own words: shown as text, like an LLM's (autoescaped)

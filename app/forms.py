@@ -10,9 +10,8 @@ from werkzeug.datastructures import MultiDict
 
 from app.workflows import MAX_BRANCHES, MAX_FAILURE_RATE, WORKFLOWS, Knobs, build_run
 from engine.config import Settings
+from engine.dag import MAX_GOAL_CHARS
 from engine.errors import InvalidRun
-
-MAX_GOAL_CHARS = 500
 
 
 @dataclass

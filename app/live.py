@@ -21,9 +21,11 @@ from simple_websocket import Server
 from app.broadcast import Subscription
 from app.context import run_events
 from app.state import db, state
+from app.streaming import STREAM_WAKE, ChunkCursor, parse_streams, stream_hub
 from app.streams import DashboardStream, DeadLettersStream, PageStream, RunStream
-from engine.errors import NotFound, StoreUnavailable
+from engine.errors import InvalidRun, NotFound, StoreUnavailable
 from engine.store.dashboard import run_exists
+from engine.wire import event_to_api
 
 bp = Blueprint("live", __name__)
 sock = Sock()
@@ -43,6 +45,10 @@ def _check_run_socket() -> None:
         return
     if not request.args.get("after", "0").isdigit():
         abort(400, "after must be an event id (a non-negative integer)")
+    try:
+        parse_streams(request.args.get("streams"))
+    except InvalidRun as exc:
+        abort(400, str(exc))
     with db() as conn:
         if not run_exists(conn, request.view_args["run_id"]):
             abort(404, "no such run")
@@ -51,23 +57,31 @@ def _check_run_socket() -> None:
 @sock.route("/ws/<uuid:run_id>", bp=bp)
 def run_events_socket(ws: Server, run_id: UUID) -> None:
     last = int(request.args.get("after", "0"))
+    # `?streams=` (even empty) opts in to llm_chunk messages, resumed from the given offsets.
+    chunks = ChunkCursor(run_id, parse_streams(request.args.get("streams"))) if "streams" in request.args else None
     sub = _subscribe(ws, run_id)
     if sub is None:
         return
     try:
         with db() as conn:
             history = run_events(conn, run_id, upto=sub.start_horizon, after=last)
-        for event in history:
-            ws.send(json.dumps(event.to_api()))
-            last = event.id
+            for event in history:
+                ws.send(json.dumps(event_to_api(event)))
+                last = event.id
+            if chunks:
+                chunks.send_new(ws, conn)
         while ws.connected:
             if sub.overflowed:
                 ws.close(CLOSE_TRY_AGAIN, f"fell behind: reconnect with ?after={last}")
                 return
-            for event in sub.get_batch(IDLE_WAIT_SECONDS, linger=0):  # JSON clients get each event at once
+            batch = sub.get_batch(IDLE_WAIT_SECONDS, linger=0)  # JSON clients get each event at once
+            for event in batch:
                 if event.id > last and event.run_id == run_id:
-                    ws.send(json.dumps(event.to_api()))
+                    ws.send(json.dumps(event_to_api(event)))
                     last = event.id
+            if chunks and (any(e is STREAM_WAKE for e in batch) or (batch and chunks.offsets)):
+                with db() as conn:
+                    chunks.send_new(ws, conn)
     except StoreUnavailable:
         ws.close(CLOSE_INTERNAL_ERROR, f"database unavailable: reconnect with ?after={last}")
     finally:
@@ -123,6 +137,8 @@ def serve_page(ws: Server, stream: PageStream) -> None:
 
 def _subscribe(ws: Server, run_id: UUID | None) -> Subscription | None:
     try:
+        if run_id is not None:
+            stream_hub()  # wakes this run's sockets when its LLM steps stream
         return state().broadcaster.subscribe(run_id)
     except TimeoutError:
         ws.close(CLOSE_INTERNAL_ERROR, "live events unavailable")

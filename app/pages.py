@@ -4,11 +4,13 @@ redirect, so they work without JavaScript; htmx only adds the live updates."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from uuid import UUID
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from app.context import dashboard_context, dead_letters_context, run_context
+from app.filters import clock, step_label
 from app.forms import FormValues, run_body
 from app.security import client_id, rate_limit
 from app.state import db, state
@@ -75,7 +77,8 @@ def cancel(run_id: UUID) -> Response:
     try:
         with db() as conn:
             cancelled = store.run_cancel(conn, run_id)
-        flash(f"Run cancelled ({cancelled} unfinished step(s) cancelled).", "ok")
+        flash(f"At {clock(datetime.now(UTC))} you cancelled the run ({cancelled} unfinished step(s) "
+              "cancelled).", "ok")
     except Conflict as exc:
         flash(str(exc), "error")
     return redirect(url_for("pages.run_page", run_id=run_id), 303)
@@ -83,16 +86,24 @@ def cancel(run_id: UUID) -> Response:
 
 @bp.post("/steps/<int:step_id>/redrive")
 def redrive(step_id: int) -> Response:
+    """Redrive, then show the step's run, where the visitor can watch the fresh attempts."""
     rate_limit("action", state().web.actions_per_window)
     try:
         with db() as conn:
             run_id = store.step_redrive(conn, step_id)
-        flash(f"Step {step_id} redriven: it is ready again with a fresh budget of attempts.", "ok")
-        target = url_for("pages.run_page", run_id=run_id)
+            name = store.steps_by_id(conn, [step_id])[step_id].name
+        # Said in the past tense with its time: the page goes on changing live below the message.
+        flash(f"At {clock(datetime.now(UTC))} you redrove {step_label(name)}: it got a fresh budget of "
+              "attempts and its run was re-opened. Watch it below.", "ok")
     except Conflict as exc:
         flash(str(exc), "error")
-        target = url_for("pages.dead_letters")
-    return redirect(local_target(request.form.get("next")) or target, 303)
+        return redirect(url_for("pages.dead_letters"), 303)
+    return redirect(url_for("pages.run_page", run_id=run_id), 303)
+
+
+@bp.get("/how-it-works")
+def how_it_works() -> str:
+    return render_template("how_it_works.html", settings=state().settings)
 
 
 @bp.get("/dead-letters")

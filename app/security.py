@@ -1,4 +1,4 @@
-"""Safety for a public page (DESIGN.md §8): security headers with a strict CSP, CSRF tokens on
+"""Safety for a public page (the README's "Public-demo safety"): security headers with a strict CSP, CSRF tokens on
 every form, Origin checks on the JSON API and on WebSocket upgrades, the client's identity for
 rate limits, and the rate limits themselves (counted in Postgres, so they hold across processes)."""
 from __future__ import annotations

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 
 import psycopg
 from flask import current_app
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from app.broadcast import Broadcaster
 from app.config import WebSettings
 from engine.config import Settings
-from engine.errors import StoreUnavailable
-from engine.store import unavailable_errors
+from engine.store import pooled
 
 
 @dataclass
@@ -36,8 +35,5 @@ DB_WAIT_SECONDS = 5.0
 def db(timeout: float = DB_WAIT_SECONDS) -> Iterator[psycopg.Connection]:
     """A pooled autocommit connection (waiting at most `timeout` for one); database outages
     surface as `StoreUnavailable` (503)."""
-    try:
-        with state().pool.connection(timeout=timeout) as conn:
-            yield conn
-    except (PoolTimeout, *unavailable_errors) as exc:
-        raise StoreUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+    with pooled(state().pool, timeout) as conn:
+        yield conn

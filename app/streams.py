@@ -9,11 +9,13 @@ import psycopg
 from flask import render_template, url_for
 
 from app import context
+from app.llm_view import stream_fragments
+from app.streaming import STREAM_WAKE
 from engine import store
-from engine.store import Event
+from engine.model import Event
 
-DASHBOARD_PARTIALS = ("_workers.html", "_queue.html", "_runs.html")
-RUN_PARTIALS = ("_run_header.html", "_dag.html", "_timeline.html", "_steps.html")
+DASHBOARD_PARTIALS = ("_workers.html", "_queue.html", "_limits.html", "_runs.html")
+RUN_PARTIALS = ("_run_header.html", "_llm_usage.html", "_dag.html", "_timeline.html", "_steps.html")
 DEAD_LETTER_EVENTS = {"step_dead_lettered", "step_redriven", "run_cancelled", "run_completed", "run_failed"}
 
 
@@ -49,7 +51,7 @@ class DashboardStream(PageStream):
 
     def tick(self, conn: psycopg.Connection) -> str:
         values = {**context.workers_context(conn), **context.queue_context(conn)}
-        return render_all(("_workers.html", "_queue.html"), **values)
+        return render_all(("_workers.html", "_queue.html", "_limits.html"), **values)
 
 
 class RunStream(PageStream):
@@ -60,6 +62,7 @@ class RunStream(PageStream):
     def __init__(self, run_id: UUID) -> None:
         self.run_id = run_id
         self.terminal = False
+        self.logged_worker_events: set[int] = set()
         self.page_path = url_for("pages.run_page", run_id=run_id)
 
     def snapshot(self, conn: psycopg.Connection, upto: int) -> str:
@@ -69,11 +72,16 @@ class RunStream(PageStream):
         return render_all((*RUN_PARTIALS, "_event_log.html", "_workers.html"), **values)
 
     def update(self, conn: psycopg.Connection, events: list[Event]) -> str:
-        mine = [e for e in events if e.run_id == self.run_id]
-        return self._pictures(conn) + (render_template("_event_log_append.html", log=mine) if mine else "")
+        if all(e is STREAM_WAKE for e in events):  # only text arrived: redraw the text, not the pictures
+            return stream_fragments(conn, self.run_id)
+        pictures = self._pictures(conn)
+        # The run's events, and the kills and losses of its workers that its own page logs too.
+        mine = [e for e in events if e.run_id == self.run_id or e.id in self.logged_worker_events]
+        return pictures + (render_template("_event_log_append.html", log=mine) if mine else "")
 
     def tick(self, conn: psycopg.Connection) -> str:
-        workers = render_template("_workers.html", page_path=self.page_path, **context.workers_context(conn))
+        workers = render_template("_workers.html", page_path=self.page_path, highlight_run=self.run_id,
+                                  **context.workers_context(conn))
         return workers if self.terminal else self._pictures(conn)
 
     def _pictures(self, conn: psycopg.Connection) -> str:
@@ -81,6 +89,7 @@ class RunStream(PageStream):
         values = {**context.run_picture_context(conn, run, context.run_events(conn, self.run_id)),
                   **context.workers_context(conn), "page_path": self.page_path}
         self.terminal = values["run"]["terminal"]
+        self.logged_worker_events = {e.id for e in values["worker_events"]}
         return render_all((*RUN_PARTIALS, "_workers.html"), **values)
 
 

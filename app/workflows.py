@@ -16,6 +16,8 @@ from engine.config import Settings
 DEMO_BACKOFF = {"baseSeconds": 0.5, "maxSeconds": 4}
 MAX_BRANCHES = 8
 MAX_FAILURE_RATE = 0.8
+CHAOS_STEP_SECONDS = 4.0  # long enough to press Kill on the worker running the step
+REDRIVE_ATTEMPTS = 2
 DEAD_LETTER_ODDS = 1e-4  # with injected failures, maxAttempts keeps a step's chance of exhausting them below this
 
 
@@ -66,12 +68,13 @@ def _fan_out(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
 
 
 def _flaky(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
-    # Each fetch takes a moment, so there is time to press Kill on the worker running it.
+    # Every step takes a few seconds, so a visitor who lands on the run page has time to find the
+    # highlighted busy worker and press Kill while it is still running a step (about 20 s in all).
     fetches = [_step(f"tool_call.fetch_{i}", tool="fetch_data", query=f"{knobs.goal} (mirror {i})",
-                     sleepSeconds=1.5) for i in range(1, knobs.branches + 1)]
+                     sleepSeconds=CHAOS_STEP_SECONDS) for i in range(1, knobs.branches + 1)]
     names = [f["name"] for f in fetches]
     return [*fetches,
-            _step("tool_call.merge", names, tool="transform", op="top", n=6, sleepSeconds=0.5),
+            _step("tool_call.merge", names, tool="transform", op="top", n=6, sleepSeconds=CHAOS_STEP_SECONDS),
             _step("llm_call.summarize", ["tool_call.merge"], prompt=f"Summarize despite the flakiness: {knobs.goal}"),
             _step("tool_call.notify", ["llm_call.summarize"], tool="notify")]
 
@@ -98,6 +101,18 @@ def _slow(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def _redrive(knobs: Knobs, settings: Settings) -> list[dict[str, Any]]:
+    # The flaky upload fails every attempt of its first budget and is dead-lettered; a redrive
+    # grants fresh attempts with higher numbers, and `failTimes` counts by attempt number, so
+    # those pass. The fetch before it succeeded once and is not run again.
+    return [
+        _step("tool_call.fetch", tool="fetch_data", query=knobs.goal),
+        _step("tool_call.upload", ["tool_call.fetch"], REDRIVE_ATTEMPTS, tool="notify",
+              failTimes=REDRIVE_ATTEMPTS, sleepSeconds=1.0),
+        _step("llm_call.summarize", ["tool_call.upload"], prompt=f"Summarize after the redrive: {knobs.goal}"),
+    ]
+
+
 WORKFLOWS = {w.key: w for w in (
     Workflow("research", "Research and summarize", "fetch → rank → LLM summary → notify",
              "What makes a job queue durable?", _research),
@@ -109,6 +124,8 @@ WORKFLOWS = {w.key: w for w in (
              "Survive a poison pill", _poison_pill, default_branches=2),
     Workflow("slow", "Slow step", "outlives its lease; heartbeats keep it alive",
              "Crunch a slow dataset", _slow),
+    Workflow("redrive", "Dead letter, then redrive", "a step fails all its attempts; Redrive it and the run completes",
+             "Upload after an outage", _redrive),
 )}
 
 

@@ -2,5 +2,5 @@
 
 One module per benchmark (throughput, peers, handoff, submit_latency, live_view, resources; the
 recovery benchmark is `bench.recovery`). Each returns `Figure`s; `bench.report` prints the table
-and writes the JSON with the keys of DESIGN.md §9. Never part of the pass/fail suite.
+and writes the JSON with the stable keys of `bench.report.STABLE_KEYS`. Never part of the pass/fail suite.
 """

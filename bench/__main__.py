@@ -1,5 +1,5 @@
 """`python -m bench [--quick] [--json FILE] [--only NAMES]`: run the benchmarks, print a table,
-write the figures as JSON (keys of DESIGN.md §9).
+write the figures as JSON (the stable keys of `bench.report.STABLE_KEYS`).
 
 Starts a throwaway Postgres of its own (fsync on, synchronous commit on, otherwise default
 settings), or uses the server of DATABASE_URL if set (it needs CREATEDB: every benchmark gets a
@@ -15,16 +15,20 @@ import sys
 import time
 from dataclasses import asdict
 
-BENCHMARKS = ("throughput", "peers", "handoff", "submit", "live", "resources", "recovery")
+BENCHMARKS = ("throughput", "peers", "handoff", "chains", "submit", "live", "resources", "recovery", "llm_stream")
 
-# Workload sizes. Full is what issue 6 specifies; quick keeps the shapes and fits in 3 minutes.
+# Workload sizes. Full is what the README's figures are measured with; quick keeps the shapes and fits in 3 minutes.
 MODES: dict[str, dict[str, float]] = {
     "full": {"jobs": 5000, "repeats": 3, "handoffs": 1000, "handoff_repeats": 3, "submits": 200,
              "submit_repeats": 3, "live_steps": 20, "live_repeats": 3, "load_runs": 50, "idle_seconds": 10,
-             "resource_repeats": 3, "recovery_repeats": 20},
+             "resource_repeats": 3, "recovery_repeats": 20,
+             "chains": 20, "dags": 20, "chain_repeats": 3, "dbos_jobs": 1000,
+             "stream_tokens": 150, "stream_repeats": 3},
     "quick": {"jobs": 1000, "repeats": 2, "handoffs": 300, "handoff_repeats": 2, "submits": 50,
               "submit_repeats": 2, "live_steps": 10, "live_repeats": 2, "load_runs": 20, "idle_seconds": 4,
-              "resource_repeats": 2, "recovery_repeats": 5},
+              "resource_repeats": 2, "recovery_repeats": 5,
+              "chains": 10, "dags": 10, "chain_repeats": 2, "dbos_jobs": 300,
+              "stream_tokens": 60, "stream_repeats": 2},
 }
 
 

@@ -22,6 +22,7 @@ from bench.figures import Figure, collect, percentile
 from bench.processes import start_worker, wait_for, wait_workers_registered
 from bench.server import BenchServer
 from engine.config import Settings
+from engine.model import RunStatus
 from engine.store import connect
 from engine.submit import submit_run
 
@@ -84,9 +85,9 @@ def measure_handoffs(url: str, handoffs: int, commit_timestamps: bool) -> dict[s
 
 def _finished(conn: psycopg.Connection, run_id: object) -> bool:
     row = conn.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()
-    if row["status"] == "failed":
+    if row["status"] == RunStatus.FAILED:
         raise RuntimeError(f"hand-off chain {run_id} failed")
-    return row["status"] == "completed"
+    return row["status"] == RunStatus.COMPLETED
 
 
 def _handoffs(conn: psycopg.Connection, run_id: object, ts: str) -> list[dict]:

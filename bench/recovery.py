@@ -25,7 +25,7 @@ import psycopg
 from bench.processes import Process, start_worker, wait_for
 from engine import store
 from engine.config import Settings
-from engine.store import Event
+from engine.model import Event
 from engine.submit import submit_run
 
 WORKER_NAMES = ("recovery-1", "recovery-2")
@@ -94,11 +94,11 @@ class _RecoveryBench:
     def _wait_registered(self) -> None:
         """Every worker process has registered its current incarnation (and holds its liveness lock)."""
         def registered() -> bool:
-            rows = {w["name"]: w for w in store.workers_list(self.conn)}
+            rows = {w.name: w for w in store.workers_list(self.conn)}
             for name, proc in self.workers.items():
                 if not proc.alive():
                     raise RuntimeError(f"worker {name} exited early:\n{proc.output_tail()}")
-            return all(name in rows and rows[name]["pid"] == proc.pid for name, proc in self.workers.items())
+            return all(name in rows and rows[name].pid == proc.pid for name, proc in self.workers.items())
         wait_for(registered, 30, f"workers {sorted(self.workers)} to register", interval=0.02)
 
     def close(self) -> None:

@@ -25,10 +25,10 @@ class Runner:
     def run_all(self) -> list[BenchResult]:
         if "throughput" in self.selected or "peers" in self.selected:
             self._run("throughput and peers", self._throughput)
-        if any(name in self.selected for name in ("handoff", "live")):
+        if any(name in self.selected for name in ("handoff", "chains", "live")):
             self.commit_timestamps = self.server.enable_commit_timestamps()
-        steps = {"handoff": self._handoff, "submit": self._submit, "live": self._live,
-                 "resources": self._resources, "recovery": self._recovery}
+        steps = {"handoff": self._handoff, "chains": self._chains, "submit": self._submit, "live": self._live,
+                 "resources": self._resources, "recovery": self._recovery, "llm_stream": self._llm_stream}
         for name, step in steps.items():
             if name in self.selected:
                 self._run(name, step)
@@ -65,6 +65,13 @@ class Runner:
         result.figures = run_handoff_bench(self.server, self.sizes["handoffs"], self.sizes["handoff_repeats"],
                                            self.commit_timestamps)
 
+    def _chains(self, result: BenchResult) -> None:
+        from bench.chains import run_chains_bench
+        result.figures, dbos_missing = run_chains_bench(
+            self.server, self.sizes["chains"], self.sizes["dags"], self.sizes["chain_repeats"],
+            self.sizes["dbos_jobs"], self.commit_timestamps)
+        result.unavailable = f"DBOS: {dbos_missing}" if dbos_missing else None
+
     def _submit(self, result: BenchResult) -> None:
         from bench.submit_latency import run_submit_bench
         result.figures = run_submit_bench(self.server, self.sizes["submits"], self.sizes["submit_repeats"])
@@ -73,6 +80,11 @@ class Runner:
         from bench.live_view import run_live_bench
         result.figures = run_live_bench(self.server, self.sizes["live_steps"], self.sizes["live_repeats"],
                                         self.commit_timestamps)
+
+    def _llm_stream(self, result: BenchResult) -> None:
+        from bench.llm_stream import run_llm_stream_bench
+        result.figures = run_llm_stream_bench(self.server, int(self.sizes["stream_tokens"]),
+                                              int(self.sizes["stream_repeats"]))
 
     def _resources(self, result: BenchResult) -> None:
         from bench.resources import run_resources_bench
@@ -97,7 +109,7 @@ class Runner:
                           for i, (key, label) in enumerate(labels.items()) if figures.get(key) is not None]
 
     def _combine_worker_rss(self) -> None:
-        """`worker_rss_mb` (DESIGN §9) is the worst peak seen: idle-after-load or under full load."""
+        """`worker_rss_mb` (a stable key) is the worst peak seen: idle-after-load or under full load."""
         figures = {f.key: f for r in self.results for f in r.figures}
         at_rest, under_load = figures.get("worker_rss_mb"), figures.get("worker_rss_under_load_mb")
         if under_load and under_load.samples and (at_rest is None or not at_rest.samples):

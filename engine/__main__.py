@@ -13,13 +13,12 @@ from typing import Any
 
 import psycopg
 
-from engine import store
-from engine.client import Client, run_status_of
+from engine.client import Client
 from engine.config import Settings
-from engine.errors import EngineError
-from engine.model import RunStatus
-from engine.store.runs import run_to_api
+from engine.errors import EngineError, StoreUnavailable
+from engine.model import Event, RunStatus
 from engine.verify import verify_all, verify_run
+from engine.wire import event_to_api, run_to_api
 
 
 def _print_json(value: Any) -> None:
@@ -48,7 +47,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_events(client: Client, args: argparse.Namespace) -> int:
     for event in client.events(args.run_id, args.after):
-        _print_json(event.to_api())
+        _print_json(event_to_api(event))
     return 0
 
 
@@ -90,7 +89,7 @@ def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def format_event(event: store.Event) -> str:
+def format_event(event: Event) -> str:
     parts = [event.ts.strftime("%H:%M:%S.%f")[:-3], f"#{event.id}", event.type]
     if event.step:
         parts.append(event.step)
@@ -108,7 +107,7 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
     wakes it up, and it polls anyway, so a lost notification costs latency only)."""
     for event in client.watch(args.run_id, args.after):
         print(format_event(event), flush=True)
-    status = run_status_of(client.get(args.run_id))
+    status = client.get(args.run_id).status
     print(f"run {args.run_id} {status}", flush=True)
     return 0 if status == RunStatus.COMPLETED else 3
 
@@ -145,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         with Client(settings=settings, actor="cli") as client:
             return COMMANDS[args.command](client, args)
+    except StoreUnavailable as exc:
+        print(f"error: database unavailable: {str(exc.__cause__ or exc).strip()}", file=sys.stderr)
+        return 2
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

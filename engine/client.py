@@ -18,9 +18,9 @@ import psycopg
 
 from engine import store
 from engine.config import Settings
-from engine.eventcursor import EventCursor
-from engine.model import RunStatus
-from engine.store import Event
+from engine.eventorder import RunFollower
+from engine.model import Event, Run
+from engine.store.notify import wait_for_notify
 from engine.store.tools import tools_known, tools_live
 from engine.submit import submit_run
 from engine.tools.registry import BUILTIN_TOOL_NAMES
@@ -30,12 +30,6 @@ POLL_SECONDS = 1.0  # longest a wait goes without re-reading the run when no NOT
 
 class HasSpec(Protocol):
     def spec(self) -> dict[str, Any]: ...
-
-
-def run_status_of(run: Any) -> RunStatus:
-    """The status of what `get()` returns (a mapping today; the store may return a model object)."""
-    status = run["status"] if isinstance(run, dict) else run.status
-    return RunStatus(status)
 
 
 class Client:
@@ -119,10 +113,10 @@ class Client:
                 remaining = POLL_SECONDS if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"no live worker offers {', '.join(missing)} after {timeout:g}s")
-                _await_notify(listener, min(POLL_SECONDS, remaining))  # worker_started is announced
+                wait_for_notify(listener, min(POLL_SECONDS, remaining))  # worker_started is announced
 
-    def get(self, run_id: UUID | str) -> Any:
-        """The run and its steps, as the store reads them; `NotFound` for an unknown id."""
+    def get(self, run_id: UUID | str) -> Run:
+        """The run and its steps (`engine.model.Run`); `NotFound` for an unknown id."""
         with self._lock:
             return store.run_get(self.conn, run_id)
 
@@ -135,34 +129,35 @@ class Client:
                 found.extend(page)
             return found
 
-    def wait(self, run_id: UUID | str, timeout: float | None = None) -> Any:
+    def wait(self, run_id: UUID | str, timeout: float | None = None) -> Run:
         """Block until the run is completed, failed or cancelled, and return it (as `get`). Raises
         `TimeoutError` after `timeout` seconds (None waits for ever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._listening() as listener:
             while True:
                 run = store.run_get(listener, run_id)
-                if run_status_of(run).terminal:
+                if run.status.terminal:
                     return run
                 remaining = POLL_SECONDS if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"run {run_id} is still {run_status_of(run)} after {timeout:g}s")
-                _await_notify(listener, min(POLL_SECONDS, remaining))
+                    raise TimeoutError(f"run {run_id} is still {run.status} after {timeout:g}s")
+                wait_for_notify(listener, min(POLL_SECONDS, remaining))
 
     def watch(self, run_id: UUID | str, after: int = 0) -> Iterator[Event]:
         """Yield the run's events as they are written (history after `after` first); the iterator
         ends after the last event of a terminal run. Events are never repeated or skipped, even
-        when audit ids commit out of order (`EventCursor`)."""
-        cursor = EventCursor(after=after)
+        when audit ids commit out of order (`engine.eventorder.RunFollower`)."""
         with self._listening() as listener:
-            store.run_get(listener, run_id)
+            run_id = str(store.run_get(listener, run_id).id)
+            follower = RunFollower(run_id, after=after)
+            yield from follower.start(listener)
             while True:
-                yield from cursor.accept(store.events_after(listener, run_id, cursor.floor))
-                if run_status_of(store.run_get(listener, run_id)).terminal:
-                    # The run's last events committed before its status did: one more read has them.
-                    yield from cursor.accept(store.events_after(listener, run_id, cursor.floor))
+                if store.run_get(listener, run_id).status.terminal:
+                    # Every row of a terminal run is committed: the rest, without waiting on gaps.
+                    yield from follower.finish(listener)
                     return
-                _await_notify(listener, POLL_SECONDS)
+                wait_for_notify(listener, POLL_SECONDS)
+                yield from follower.poll(listener)
 
     def cancel(self, run_id: UUID | str) -> int:
         """Cancel a running run; returns how many unfinished steps were cancelled. `Conflict` if it
@@ -180,8 +175,3 @@ class Client:
         store.listen(conn, store.EVENTS_CHANNEL)
         return conn
 
-
-def _await_notify(conn: psycopg.Connection, seconds: float) -> None:
-    """Return on the first NOTIFY, or after `seconds`; pending notifications are drained."""
-    for _ in conn.notifies(timeout=max(0.0, seconds), stop_after=1):
-        pass

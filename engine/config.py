@@ -29,6 +29,12 @@ MAX_ACTIVE_RUNS_DEFAULT = 200
 MAX_ACTIVE_RUNS_PER_CLIENT_DEFAULT = 20
 RETENTION_HOURS_DEFAULT = 24.0
 RESTART_GRACE_SECONDS_DEFAULT = 15.0
+LLM_OFFLINE_TOKENS_PER_SECOND_DEFAULT = 30.0
+LLM_STREAM_FLUSH_SECONDS_DEFAULT = 0.075
+LLM_STREAM_FLUSH_TOKENS_DEFAULT = 32
+LLM_PRICES_DEFAULT = "gpt-4o-mini=0.00015/0.0006,offline-extractive-1=0.00015/0.0006"
+LIMIT_WINDOW_SECONDS_DEFAULT = 60.0
+RESTART_RELOCK_SECONDS_DEFAULT = 3.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,14 @@ class Settings:
         "env": "RETENTION_HOURS", "help": "Finished runs older than this are pruned with their steps "
         "and audit rows; 0 keeps everything."})
     restart_grace_seconds: float = field(default=RESTART_GRACE_SECONDS_DEFAULT, metadata={
-        "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, how long a free liveness lock "
-        "is not read as a dead worker, so live workers can reconnect first."})
+        "env": "RESTART_GRACE_SECONDS", "help": "After Postgres (re)starts, the longest a free liveness lock "
+        "is not read as a dead worker, so live workers can reconnect first (RESTART_RELOCK_SECONDS "
+        "ends it sooner for each worker)."})
+    restart_relock_seconds: float = field(default=RESTART_RELOCK_SECONDS_DEFAULT, metadata={
+        "env": "RESTART_RELOCK_SECONDS", "help": "Ends the restart grace early: once a worker has "
+        "re-taken its liveness lock after a restart, workers that have not re-taken theirs within "
+        "this long are read as dead; a worker that re-took its lock is read as dead as soon as it "
+        "is free again."})
     llm_base_url: str = field(default="", metadata={
         "env": "LLM_BASE_URL", "help": "OpenAI-compatible endpoint for `llm_call` steps (e.g. "
         "https://api.openai.com/v1); empty uses the deterministic offline model."})
@@ -88,9 +100,35 @@ class Settings:
     tool_modules: str = field(default="", metadata={
         "env": "TOOL_MODULES", "help": "Comma-separated import paths of users' tool modules a worker loads "
         "(as well as `--tools`); a module that fails to import stops the worker."})
-    supervisor_socket: str = field(default="", metadata={
-        "env": "SUPERVISOR_SOCKET", "help": "supervisord's unix control socket; when set, the Kill "
-        "button signals workers through it."})
+    llm_offline_tokens_per_second: float = field(default=LLM_OFFLINE_TOKENS_PER_SECOND_DEFAULT, metadata={
+        "env": "LLM_OFFLINE_TOKENS_PER_SECOND", "help": "Pace at which the offline model streams its words "
+        "(a realistic provider's); 0 streams them all at once."})
+    llm_stream_flush_seconds: float = field(default=LLM_STREAM_FLUSH_SECONDS_DEFAULT, metadata={
+        "env": "LLM_STREAM_FLUSH_SECONDS", "help": "Streamed text is written to Postgres in one transaction "
+        "per batch: at most this long after its first token ..."})
+    llm_stream_flush_tokens: int = field(default=LLM_STREAM_FLUSH_TOKENS_DEFAULT, metadata={
+        "env": "LLM_STREAM_FLUSH_TOKENS", "help": "... or as soon as this many tokens wait, whichever comes first."})
+    llm_prices: str = field(default=LLM_PRICES_DEFAULT, metadata={
+        "env": "LLM_PRICES", "help": "USD per 1K prompt/completion tokens by model, `model=in/out` comma-separated; "
+        "a model not listed costs 0. The offline model is priced like gpt-4o-mini so the demo shows a cost."})
+    llm_limits: str = field(default="", metadata={
+        "env": "LLM_LIMITS", "help": "Provider limits as JSON, e.g. `{\"llm\": {\"concurrency\": 4, "
+        "\"requestsPerMinute\": 60, \"tokensPerMinute\": 100000}}`; written to table provider_limits at "
+        "worker start (see \"Provider limits\")."})
+    limit_window_seconds: float = field(default=LIMIT_WINDOW_SECONDS_DEFAULT, metadata={
+        "env": "LIMIT_WINDOW_SECONDS", "help": "Length of the \"minute\" of requestsPerMinute and "
+        "tokensPerMinute (shorter in tests)."})
+    worker_name: str = field(default="", metadata={
+        "env": "WORKER_NAME", "help": "Name of a `python -m worker` started without `--name`, shown in "
+        "events and on the dashboard; empty uses worker-HOST-PID."})
+    log_level: str = field(default="INFO", metadata={
+        "env": "LOG_LEVEL", "help": "Log level of workers and the web app (DEBUG, INFO, WARNING, ERROR)."})
+    step_stamps_file: str = field(default="", metadata={
+        "env": "STEP_STAMPS_FILE", "help": "Benchmark instrumentation: a file the worker appends each "
+        "handler's start and end times to (JSON lines, written when it stops); empty records nothing."})
+    chaos_seed: str = field(default="", metadata={
+        "env": "CHAOS_SEED", "help": "Seeds each worker's random draws for the `failureRate` chaos knob "
+        "(with the worker's name, so workers differ); empty draws unseeded."})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

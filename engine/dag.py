@@ -17,8 +17,9 @@ from engine.errors import InvalidRun, TooLarge
 
 STEP_KINDS = ("tool_call", "llm_call")
 STEP_NAME = re.compile(r"^(?P<kind>[a-z_]+)\.(?P<label>[A-Za-z0-9_-]{1,64})$")
-STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff"}
-RUN_KEYS = {"goal", "steps", "idempotencyKey"}
+STEP_KEYS = {"name", "input", "dependsOn", "maxAttempts", "timeoutSeconds", "backoff", "limitKey"}
+RUN_KEYS = {"goal", "steps", "idempotencyKey", "budget"}
+LIMIT_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,100}$")
 MAX_GOAL_CHARS = 500
 MAX_KEY_CHARS = 200
 MAX_ATTEMPTS_LIMIT = 100
@@ -36,6 +37,7 @@ class StepSpec:
     timeout_seconds: float
     backoff_base: float
     backoff_max: float
+    limit_key: str | None = None  # provider limit key; an LLM step defaults to `llm:<model>`
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class RunSpec:
     steps: tuple[StepSpec, ...]
     idempotency_key: str | None = None
     request_hash: str = field(default="")
+    budget_tokens: int | None = None
+    budget_usd: float | None = None
 
 
 def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpec:
@@ -68,8 +72,28 @@ def parse_run(body: object, settings: Settings, known_tools: set[str]) -> RunSpe
     input_bytes = sum(len(_canonical(s.input)) for s in steps)
     if input_bytes > settings.max_input_bytes:
         raise TooLarge(f"the steps' inputs total {input_bytes} bytes, more than the limit of {settings.max_input_bytes}")
-    request_hash = hashlib.sha256(_canonical({"goal": goal, "steps": raw_steps}).encode()).hexdigest()
-    return RunSpec(goal=goal.strip(), steps=steps, idempotency_key=key, request_hash=request_hash)
+    budget_tokens, budget_usd = _parse_budget(body.get("budget"))
+    hashed: dict[str, Any] = {"goal": goal, "steps": raw_steps}
+    if "budget" in body:  # runs without a budget keep the hash they always had
+        hashed["budget"] = body["budget"]
+    request_hash = hashlib.sha256(_canonical(hashed).encode()).hexdigest()
+    return RunSpec(goal=goal.strip(), steps=steps, idempotency_key=key, request_hash=request_hash,
+                   budget_tokens=budget_tokens, budget_usd=budget_usd)
+
+
+def _parse_budget(budget: object) -> tuple[int | None, float | None]:
+    """`budget: {"tokens": N, "usd": x}` (either or both): LLM spend at which the run is stopped."""
+    if budget is None:
+        return None, None
+    if not isinstance(budget, dict) or not budget or set(budget) - {"tokens", "usd"}:
+        raise InvalidRun('budget must be an object with "tokens" and/or "usd"')
+    tokens = budget.get("tokens")
+    usd = budget.get("usd")
+    if tokens is not None:
+        tokens = int(_number(budget, "tokens", "budget", 0, 1, 10**12, True))
+    if usd is not None:
+        usd = float(_number(budget, "usd", "budget", 0, 0.000001, 10**6))
+    return tokens, usd
 
 
 def _canonical(value: object) -> str:
@@ -118,17 +142,32 @@ def _parse_step(index: int, raw: object, settings: Settings, known_tools: set[st
     _reject_unknown_keys(backoff, {"baseSeconds", "maxSeconds"}, f"{where} backoff")
     base = _number(backoff, "baseSeconds", where, settings.retry_base_seconds, 0, 3600)
     cap = _number(backoff, "maxSeconds", where, max(settings.retry_max_seconds, base), base, 86400)
-    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap)
+    limit_key = raw.get("limitKey")
+    if limit_key is not None and (not isinstance(limit_key, str) or not LIMIT_KEY.match(limit_key)):
+        raise InvalidRun(f"{where}: limitKey must be 1-100 letters, digits or _ . : / -")
+    if limit_key is None and kind == "llm_call":
+        limit_key = default_llm_limit_key(step_input, settings)
+    return StepSpec(name, kind, tool, step_input, tuple(depends_on), int(max_attempts), timeout, base, cap, limit_key)
+
+
+def default_llm_limit_key(step_input: dict, settings: Settings) -> str:
+    """An LLM step is limited by its provider and model: `llm:<model>` (`llm:offline` without a
+    provider), so limit `llm` covers them all and `llm:<model>` one model."""
+    if not settings.llm_base_url:
+        return "llm:offline"
+    return f"llm:{step_input.get('model') or settings.llm_model}"[:100]
 
 
 def _number(obj: dict, key: str, where: str, default: float, low: float, high: float,
             integer: bool = False) -> float:
+    """The field's value as an int (`integer`) or else a float, never as the JSON happened to spell
+    it: the store writes each field of all steps as one typed array, which cannot mix int and float."""
     value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         raise InvalidRun(f"{where}: {key} must be {'an integer' if integer else 'a number'}")
     if not math.isfinite(value) or not low <= value <= high:
         raise InvalidRun(f"{where}: {key} must be between {low:g} and {high:g}")
-    return value
+    return int(value) if integer else float(value)
 
 
 def _check_chaos_knobs(where: str, step_input: dict) -> None:

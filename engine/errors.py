@@ -1,4 +1,5 @@
-"""The engine's exceptions. Driver errors are translated at the store's edge into these."""
+"""The engine's exceptions. Driver errors are translated into these in one place,
+`engine/store/errors.py`."""
 from __future__ import annotations
 
 
@@ -37,6 +38,11 @@ class StoreUnavailable(EngineError):
     """The database is unavailable."""
 
 
+class RetryableConflict(EngineError):
+    """The transaction lost a race that is nobody's fault (a deadlock, a serialization failure);
+    it was rolled back and succeeds when run again."""
+
+
 class PermanentError(Exception):
     """Raised by a handler: the step failed and retrying will not help; dead-letter it now."""
 
@@ -44,6 +50,9 @@ class PermanentError(Exception):
 class RetryAfter(Exception):
     """Raised by a handler: retry this step after `seconds` (e.g. an HTTP 429 with Retry-After)."""
 
-    def __init__(self, seconds: float, message: str = "") -> None:
+    def __init__(self, seconds: float, message: str = "", counts_as_attempt: bool = True) -> None:
         super().__init__(message or f"retry requested after {seconds:g}s")
         self.seconds = seconds
+        # False when the provider paused the whole limit key: waiting out its pause is not a failure
+        # of this step, so the attempt is given back (it never dead-letters the step).
+        self.counts_as_attempt = counts_as_attempt

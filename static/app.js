@@ -22,7 +22,21 @@
     if (log) log.scrollTop = log.scrollHeight;
   }
 
+  // A message about what the visitor just did ("Killed worker-1 at …") is true when shown, but a
+  // live page moves on under it: let it go after a while instead of leaving it up for good.
+  var FLASH_SECONDS = 12;
+  function fadeFlashes() {
+    if (!document.querySelector("[ws-connect]")) return;
+    window.setTimeout(function () {
+      document.querySelectorAll(".flash").forEach(function (flash) {
+        flash.classList.add("fading");
+        window.setTimeout(function () { flash.remove(); }, 700);
+      });
+    }, FLASH_SECONDS * 1000);
+  }
+
   document.addEventListener("DOMContentLoaded", scrollLogToBottom);
+  document.addEventListener("DOMContentLoaded", fadeFlashes);
   document.addEventListener("htmx:wsOpen", function () { setLive(true); });
   document.addEventListener("htmx:wsClose", function () { setLive(false); });
 

@@ -20,6 +20,19 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class FakeClock:
+    """The one test clock: a callable returning `now`, which the test moves by hand."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def wait_for(condition: Callable[[], T], timeout: float = 30.0, message: str = "condition",
              interval: float = 0.02) -> T:
     """Poll `condition` until it returns something truthy; fail with `message` after `timeout`."""
@@ -42,6 +55,7 @@ FAST_ENV = {
     "POLL_SECONDS": "0.5",
     "SHUTDOWN_GRACE_SECONDS": "5",
     "RESTART_GRACE_SECONDS": "3",
+    "LLM_OFFLINE_TOKENS_PER_SECOND": "400",  # the offline model streams, fast in tests
     "LOG_LEVEL": "INFO",
 }
 
@@ -107,7 +121,7 @@ class WorkerProcess:
 
 def step(name: str, depends_on: list[str] | None = None, **input_: Any) -> dict[str, Any]:
     """A step body: `step("tool_call.a", tool="fetch_data")`; extra keys go into `input`.
-    Use `max_attempts=`/`timeout=` for the step's own fields."""
+    Use `max_attempts=`/`timeout=`/`backoff=`/`limit_key=` for the step's own fields."""
     body: dict[str, Any] = {"name": name}
     if "max_attempts" in input_:
         body["maxAttempts"] = input_.pop("max_attempts")
@@ -115,6 +129,8 @@ def step(name: str, depends_on: list[str] | None = None, **input_: Any) -> dict[
         body["timeoutSeconds"] = input_.pop("timeout")
     if "backoff" in input_:
         body["backoff"] = input_.pop("backoff")
+    if "limit_key" in input_:
+        body["limitKey"] = input_.pop("limit_key")
     body["input"] = input_
     if depends_on:
         body["dependsOn"] = depends_on

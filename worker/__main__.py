@@ -18,30 +18,30 @@ from worker.worker import Worker
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
-    parser.add_argument("--name", default=os.environ.get("WORKER_NAME") or f"worker-{socket.gethostname()}-{os.getpid()}",
-                        help="worker name shown in events (default $WORKER_NAME)")
+    parser.add_argument("--name", default=None, help="worker name shown in events (default $WORKER_NAME)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="step slots (default $WORKER_CONCURRENCY)")
     parser.add_argument("--tools", action="append", default=[], metavar="MODULE[,MODULE]",
                         help="import path(s) of tool modules to load, in addition to $TOOL_MODULES")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s {args.name} %(levelname)s %(message)s", stream=sys.stderr)
     try:
         settings = Settings.from_env()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    name = args.name or settings.worker_name or f"worker-{socket.gethostname()}-{os.getpid()}"
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s", stream=sys.stderr)
     if os.getcwd() not in sys.path:  # as `python -m` does, so a console script finds ./my_tools.py too
         sys.path.insert(0, os.getcwd())
     try:
         loaded = load_tool_modules(parse_module_list(settings.tool_modules, args.tools))
     except ToolLoadError as exc:
-        print(f"error: {exc}\nworker {args.name} not started", file=sys.stderr)
+        print(f"error: {exc}\nworker {name} not started", file=sys.stderr)
         return 2
     if loaded:
         logging.getLogger("worker").info("tools loaded: %s", ", ".join(sorted(loaded)))
-    worker = Worker(settings, args.name, args.concurrency)
+    worker = Worker(settings, name, args.concurrency)
 
     def stop(signum: int, _frame: object) -> None:
         logging.getLogger("worker").info("signal %d: finishing running steps, then stopping", signum)

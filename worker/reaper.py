@@ -1,19 +1,24 @@
 """The worker's maintenance loop: renews the leases of its own steps (and stops work on any that
 were taken away), records timeouts, and reaps other workers' steps — at once when a worker's
-liveness lock is free (it died), or when a lease expired (it is stuck or cut off)."""
+liveness lock is free (it died), or when a lease expired (it is stuck or cut off).
+
+Built from the in-flight table, its own connection and the settings; it tells the claim loop about
+reclaimed steps through `wake`, and never sees the `Worker` itself."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+
+import psycopg
 
 from engine import store
-from engine.store import unavailable_errors
+from engine.config import Settings
+from engine.errors import StoreUnavailable
 from engine.store.maintenance import PRUNE_BATCH, runs_prune
 from worker.connections import ReconnectingConnection, StopRequested
-
-if TYPE_CHECKING:
-    from worker.worker import Worker
+from worker.inflight import InFlightTable
 
 log = logging.getLogger("worker")
 
@@ -22,35 +27,41 @@ PRUNE_SECONDS = 60.0  # retention is counted in hours; once a minute is plenty
 
 
 class Reaper:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        settings = worker.settings
+    def __init__(self, table: InFlightTable, conn: ReconnectingConnection, settings: Settings, name: str,
+                 worker_id: Callable[[], int | None], wake: Callable[[], None], stop: threading.Event) -> None:
+        self.table = table
+        self.conn = conn
         self.settings = settings
-        self.conn = ReconnectingConnection(settings.database_url, f"{worker.name}:reaper", worker.shutdown)
+        self.name = name
+        self.worker_id = worker_id
+        self.wake = wake
+        self.stop = stop
         self.next_heartbeat = 0.0
         self.next_lease_sweep = 0.0
         self.next_prune = 0.0
 
     def loop(self) -> None:
-        while not self.worker.shutdown.is_set():
+        while not self.stop.is_set():
             self.run_once()
-            self.worker.shutdown.wait(self.settings.reaper_interval_seconds)
+            self.stop.wait(self.settings.reaper_interval_seconds)
         self.conn.close()
 
     def run_once(self, now: float | None = None) -> int:
         """One pass: timeouts, heartbeats when due, dead workers, expired leases when due.
         Returns the number of steps reclaimed."""
         now = time.monotonic() if now is None else now
-        self.worker.expire_timeouts()
+        if self.table.expire():
+            self.wake()  # their slots are free now
         reclaimed = 0
         try:
             conn = self.conn.get()
             if now >= self.next_heartbeat:
                 self.heartbeat(conn)
                 self.next_heartbeat = now + self.settings.heartbeat_seconds
-            reclaimed += store.reclaim_dead_workers(conn, self.worker.name, self.settings.restart_grace_seconds)
+            reclaimed += store.reclaim_dead_workers(conn, self.name, self.settings.restart_grace_seconds,
+                                                    self.settings.restart_relock_seconds)
             if now >= self.next_lease_sweep:
-                reclaimed += store.reclaim_expired_leases(conn, self.worker.name)
+                reclaimed += store.reclaim_expired_leases(conn, self.name)
                 self.next_lease_sweep = now + min(LEASE_SWEEP_SECONDS, self.settings.lease_seconds / 3)
             if now >= self.next_prune:
                 pruned = runs_prune(conn, self.settings.retention_hours)
@@ -59,29 +70,24 @@ class Reaper:
                     log.info("pruned %d finished run(s) older than %gh", pruned, self.settings.retention_hours)
         except StopRequested:
             return reclaimed
-        except unavailable_errors as exc:
+        except StoreUnavailable as exc:
             self.conn.broken(exc)
         except Exception:  # noqa: BLE001 - the reaper must outlive any single failed pass
             log.exception("reaper pass failed; trying again next pass")
             self.conn.close()
         if reclaimed:
             log.info("reclaimed %d step(s)", reclaimed)
-            self.worker.wake.set()
+            self.wake()
         return reclaimed
 
-    def heartbeat(self, conn: object) -> None:
-        """Renew our leases; an attempt whose lease is no longer ours is told to stop."""
-        worker = self.worker
-        with worker.lock:
-            leases = [(f.step.id, f.step.attempt) for f in worker.in_flight.values() if not f.timed_out]
-        held = store.step_heartbeat(conn, leases, self.settings.lease_seconds)  # type: ignore[arg-type]
-        if worker.worker_id is not None:
-            store.worker_touch(conn, worker.worker_id)  # type: ignore[arg-type]
-        lost = {step_id for step_id, _ in leases} - held
+    def heartbeat(self, conn: psycopg.Connection) -> list[int]:
+        """Renew our leases; an attempt whose lease was taken away is told to stop. Returns those."""
+        leases = self.table.leases()
+        held = store.step_heartbeat(conn, leases, self.settings.lease_seconds)
+        worker_id = self.worker_id()
+        if worker_id is not None:
+            store.worker_touch(conn, worker_id)
+        lost = self.table.lost(leases, held)
         if lost:
-            with worker.lock:
-                for step_id in lost:
-                    flight = worker.in_flight.get(step_id)
-                    if flight:
-                        flight.ctx.cancelled.set()
-            log.warning("lease lost for step(s) %s: stopping work on them", sorted(lost))
+            log.warning("lease lost for step(s) %s: stopping work on them", lost)
+        return lost

@@ -3,14 +3,16 @@ and turn whatever happened into a `StepResult` (with the retry decision)."""
 from __future__ import annotations
 
 import json
+import random
 import traceback
 from collections.abc import Callable
 
 from engine.config import Settings
-from engine.errors import PermanentError, RetryAfter
+from engine.errors import PermanentError, RetryAfter, StoreUnavailable
 from engine.retry import backoff_delay, is_last_attempt
 from engine.store import ClaimedStep, StepResult
 from engine.tools import StepContext, run_step
+from engine.tools.llm_stream import ConnectionSource
 
 MAX_OUTPUT_BYTES = 1 << 20
 MAX_ERROR_CHARS = 2000
@@ -24,9 +26,15 @@ def execute_step(step: ClaimedStep, ctx: StepContext) -> StepResult:
         if len(encoded) > MAX_OUTPUT_BYTES:
             raise PermanentError(f"output is {len(encoded)} bytes, more than {MAX_OUTPUT_BYTES}")
         return StepResult(step.id, step.attempt, ok=True, output_json=encoded, run_id=step.run_id)
+    except StoreUnavailable as exc:  # the engine's database, reached through the tool's connection
+        return StepResult(step.id, step.attempt, ok=False, error=str(exc)[:MAX_ERROR_CHARS], give_back=True,
+                          run_id=step.run_id)
     except PermanentError as exc:
         return failure(step, f"permanent: {exc}", permanent=True)
     except RetryAfter as exc:
+        if not exc.counts_as_attempt:  # a provider pause: the attempt was given back, never dead-letter
+            return StepResult(step.id, step.attempt, ok=False, error=str(exc)[:MAX_ERROR_CHARS],
+                              delay_seconds=exc.seconds, run_id=step.run_id)
         return failure(step, str(exc), delay=exc.seconds)
     except (TypeError, ValueError) as exc:
         if "JSON" in str(exc) or "serializable" in str(exc):
@@ -53,8 +61,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool],
+                 rng: random.Random, connections: ConnectionSource | None = None,
                  record_log: Callable[[str, str], bool] | None = None) -> StepContext:
     return StepContext(run_id=step.run_id, step_name=step.name, input=step.input or {},
                        parents=step.parents or {}, attempt=step.attempt, settings=settings,
-                       record_notification=record_notification,
+                       record_notification=record_notification, rng=rng, step_id=step.id,
+                       limit_key=step.limit_key, connections=connections,
                        record_log=record_log or (lambda level, message: False))
+
+
+def chaos_rng(settings: Settings, worker_name: str) -> random.Random:
+    """The worker's generator for chaos draws (`failureRate`): seeded by CHAOS_SEED and the worker's
+    name when CHAOS_SEED is set, so a soak's failures can be replayed; unseeded otherwise. Slots
+    draw from it concurrently, so the sequence per worker is reproduced, not which step gets which
+    draw when steps run in parallel."""
+    return random.Random(f"{settings.chaos_seed}:{worker_name}") if settings.chaos_seed else random.Random()

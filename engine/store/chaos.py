@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from engine.store.events import notify_events
+from engine.store.notify import notify_after_commit
 from engine.store.workers import LIVENESS_LOCK_CLASS
 
 # The newest incarnation of the name, if it is running and its liveness lock is held by a live
@@ -35,5 +35,5 @@ def worker_kill_record(conn: psycopg.Connection, name: str, pid: int | None, via
             "INSERT INTO audit_log (worker, event, detail) VALUES (%s, 'worker_kill_requested', "
             "jsonb_build_object('pid', %s::int, 'via', %s::text)) RETURNING id",
             (name, pid, via)).fetchone()
-        notify_events(conn)
+    notify_after_commit(conn, steps_ready=False)
     return row["id"]

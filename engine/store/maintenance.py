@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import psycopg
 
+from engine.store.errors import translated
+
 PRUNE_LOCK_KEY = 7_341_003  # one pruner at a time across all workers
 PRUNE_BATCH = 200
 
@@ -27,6 +29,7 @@ _PRUNE_OTHERS = (
 )
 
 
+@translated
 def runs_prune(conn: psycopg.Connection, retention_hours: float, batch: int = PRUNE_BATCH) -> int:
     """Delete up to `batch` finished runs older than the retention (and old worker rows). Returns
     the number of runs deleted; 0 when another process is pruning or retention is 0 (keep all)."""

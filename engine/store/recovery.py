@@ -8,20 +8,32 @@ from __future__ import annotations
 
 import psycopg
 
-from engine.store.events import notify_events, notify_steps_ready
+from engine.store.errors import translated
+from engine.store.notify import notify_after_commit
 from engine.store.steps import finalize_runs
 from engine.store.workers import LIVENESS_LOCK_CLASS
 
-# Workers that own running steps or still count as running, whose liveness lock is free. A worker
-# registered before Postgres last (re)started gets a grace period: every lock was dropped by the
-# restart, and live workers need a moment to reconnect and re-take theirs. CASE fixes the order of
-# evaluation, so no lock is tried for a worker still in its grace period.
+# Workers that own running steps or still count as running, whose liveness lock is free. A Postgres
+# restart drops every lock at once, and live workers need a moment to reconnect and re-take theirs,
+# so a free lock is read as death only when that is decidable for the worker (CASE fixes the order
+# of evaluation, so no lock is tried otherwise):
+# - it took its lock since the postmaster started (registered or re-took it after the restart):
+#   a free lock now means its session ended, so it is dead at once;
+# - or the restart grace is over;
+# - or other workers re-took their locks more than `relock` seconds ago: live workers reconnect
+#   within their backoff of each other (worker/connections.py), so one that has not is dead.
 _DEAD_WORKERS = """
-SELECT w.id FROM workers w
+WITH restart AS (
+    SELECT pg_postmaster_start_time() AS at,
+           (SELECT min(lock_taken_at) FROM workers
+            WHERE lock_taken_at > pg_postmaster_start_time()) AS first_relock
+)
+SELECT w.id FROM workers w, restart r
 WHERE (w.status = 'running'
        OR w.id IN (SELECT lease_worker_id FROM steps WHERE status = 'running'))
-  AND CASE WHEN w.started_at > pg_postmaster_start_time()
-                OR now() - pg_postmaster_start_time() > make_interval(secs => %(grace)s)
+  AND CASE WHEN w.lock_taken_at > r.at
+                OR now() - r.at > make_interval(secs => %(grace)s)
+                OR now() - r.first_relock > make_interval(secs => %(relock)s)
            THEN pg_try_advisory_xact_lock(%(lock_class)s, w.id::int)
            ELSE false END
 ORDER BY w.id
@@ -70,14 +82,16 @@ FROM lost ORDER BY id
 """
 
 
-def reclaim_dead_workers(conn: psycopg.Connection, reaper: str, restart_grace_seconds: float) -> int:
+@translated
+def reclaim_dead_workers(conn: psycopg.Connection, reaper: str, restart_grace_seconds: float,
+                         relock_seconds: float) -> int:
     """Reclaim the running steps of every worker whose liveness lock is free. Returns steps reclaimed.
 
     Cheap when idle: one statement in its own implicit transaction (the locks it tries are gone
     when it ends); only when it finds a dead worker does the reclaim transaction run, and it tries
     the locks again inside. Also marks idle dead workers lost, so the workers list stays true.
     """
-    params = {"grace": restart_grace_seconds, "lock_class": LIVENESS_LOCK_CLASS}
+    params = {"grace": restart_grace_seconds, "relock": relock_seconds, "lock_class": LIVENESS_LOCK_CLASS}
     if not conn.execute(_DEAD_WORKERS, params).fetchall():
         return 0
     with conn.transaction():
@@ -87,10 +101,12 @@ def reclaim_dead_workers(conn: psycopg.Connection, reaper: str, restart_grace_se
         rows = conn.execute(_RECLAIM.format(condition="lease_worker_id = ANY(%(dead)s)"),
                             {"dead": dead, "reason": "worker died", "reaper": reaper}).fetchall()
         conn.execute(_MARK_LOST, {"ids": dead, "reaper": reaper})
-        _after_reclaim(conn, rows)
-        return sum(1 for r in rows if r["event"] == "step_reclaimed")
+        _finalize(conn, rows)
+    notify_after_commit(conn, steps_ready=bool(rows))  # worker_lost rows were written in any case
+    return sum(1 for r in rows if r["event"] == "step_reclaimed")
 
 
+@translated
 def reclaim_expired_leases(conn: psycopg.Connection, reaper: str) -> int:
     """Reclaim running steps whose lease ran out (a stuck or cut-off worker whose session lives on)."""
     if not conn.execute("SELECT 1 FROM steps WHERE status = 'running' AND lease_expires_at < now() LIMIT 1").fetchone():
@@ -98,14 +114,12 @@ def reclaim_expired_leases(conn: psycopg.Connection, reaper: str) -> int:
     with conn.transaction():
         rows = conn.execute(_RECLAIM.format(condition="lease_expires_at < now()"),
                             {"reason": "lease expired", "reaper": reaper}).fetchall()
-        _after_reclaim(conn, rows)
-        return sum(1 for r in rows if r["event"] == "step_reclaimed")
+        _finalize(conn, rows)
+    if rows:
+        notify_after_commit(conn, steps_ready=True)
+    return sum(1 for r in rows if r["event"] == "step_reclaimed")
 
 
-def _after_reclaim(conn: psycopg.Connection, rows: list[dict]) -> None:
-    if not rows:
-        notify_events(conn)  # worker_lost rows may still have been written
-        return
+def _finalize(conn: psycopg.Connection, rows: list[dict]) -> None:
+    """Fail the runs whose step the reclaim dead-lettered (inside the reclaim's transaction)."""
     finalize_runs(conn, sorted({r["run_id"] for r in rows if r["event"] == "step_dead_lettered"}))
-    notify_events(conn)
-    notify_steps_ready(conn)

@@ -1,5 +1,5 @@
-"""Runs: submit (validated spec → rows, one transaction), read, list, cancel; and redrive of a
-dead-lettered step, which re-opens its run."""
+"""Runs: submit (validated spec → rows, one transaction), read (as `Run`/`RunSummary` records),
+list, cancel; and redrive of a dead-lettered step, which re-opens its run."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,10 @@ import psycopg
 
 from engine.dag import RunSpec
 from engine.errors import Conflict, NotFound, RateLimited
-from engine.store.events import notify_events, notify_steps_ready
+from engine.model import Run, RunStatus, RunSummary, Step, StepStatus
+from engine.store.budgets import llm_run_extras
+from engine.store.ids import as_run_id
+from engine.store.notify import notify_after_commit
 
 _INSERT_RUN = """
 INSERT INTO runs (goal, idempotency_key, request_hash, client, step_count)
@@ -73,8 +76,8 @@ def run_submit(conn: psycopg.Connection, spec: RunSpec, client: str | None = Non
             "deps": [len(s.depends_on) for s in spec.steps],
             "edge_children": [c for c, _ in edges], "edge_parents": [p for _, p in edges],
         })
-        notify_events(conn)
-        notify_steps_ready(conn)
+        llm_run_extras(conn, run_id, spec)  # limit keys and budget
+    notify_after_commit(conn, steps_ready=True)
     return run_id, True
 
 
@@ -100,60 +103,48 @@ def _check_active_caps(conn: psycopg.Connection, client: str | None, max_active:
             raise RateLimited(f"you have {row['n']} active runs, the limit is {per_client}; try again when some finish", 5)
 
 
-def as_run_id(value: UUID | str) -> UUID:
-    """A run id from user input; anything that is not a UUID is simply not a run."""
-    if isinstance(value, UUID):
-        return value
-    try:
-        return UUID(str(value))
-    except ValueError:
-        raise NotFound(f"no run {str(value)[:80]}") from None
+_SELECT_STEPS = """
+SELECT s.id, s.run_id, s.name, s.kind, s.tool, s.status, s.attempt, s.max_attempts, s.attempt_limit,
+       s.input, s.output, s.last_error, s.reclaims, s.lease_owner, s.run_at, s.started_at, s.finished_at,
+       coalesce((SELECT array_agg(p.name ORDER BY p.id) FROM step_deps d JOIN steps p ON p.id = d.depends_on
+                 WHERE d.step_id = s.id), '{}') AS depends_on
+FROM steps s
+"""
 
 
-def run_get(conn: psycopg.Connection, run_id: UUID | str) -> dict[str, Any]:
-    """The run and its steps, in the shape of `GET /api/runs/<id>` plus fields the run page uses."""
+def run_get(conn: psycopg.Connection, run_id: UUID | str) -> Run:
+    """The run and all of its steps; NotFound for an unknown (or malformed) id."""
     run_id = as_run_id(run_id)
-    run = conn.execute("SELECT id, goal, status, idempotency_key, step_count, created_at, finished_at "
+    run = conn.execute("SELECT id, goal, status, idempotency_key, created_at, finished_at "
                        "FROM runs WHERE id = %s", (run_id,)).fetchone()
     if run is None:
         raise NotFound(f"no run {run_id}")
-    steps = conn.execute(
-        """
-        SELECT s.id, s.name, s.kind, s.tool, s.status, s.attempt, s.max_attempts, s.attempt_limit,
-               s.input, s.output, s.last_error, s.reclaims, s.lease_owner, s.run_at, s.created_at,
-               s.started_at, s.finished_at,
-               coalesce((SELECT array_agg(p.name ORDER BY p.id) FROM step_deps d JOIN steps p ON p.id = d.depends_on
-                         WHERE d.step_id = s.id), '{}') AS depends_on
-        FROM steps s WHERE s.run_id = %s ORDER BY s.id
-        """, (run_id,)).fetchall()
-    return {
-        "id": str(run["id"]), "goal": run["goal"], "status": run["status"],
-        "idempotencyKey": run["idempotency_key"], "createdAt": run["created_at"].isoformat(),
-        "finishedAt": run["finished_at"].isoformat() if run["finished_at"] else None,
-        "steps": [{
-            "id": s["id"], "name": s["name"], "kind": s["kind"], "tool": s["tool"], "status": s["status"],
-            "attempt": s["attempt"], "maxAttempts": s["max_attempts"], "attemptLimit": s["attempt_limit"],
-            "dependsOn": list(s["depends_on"]), "input": s["input"], "output": s["output"],
-            "error": s["last_error"], "reclaims": s["reclaims"], "worker": s["lease_owner"],
-            "runAt": s["run_at"].isoformat(),
-            "startedAt": s["started_at"].isoformat() if s["started_at"] else None,
-            "finishedAt": s["finished_at"].isoformat() if s["finished_at"] else None,
-        } for s in steps],
-    }
+    steps = conn.execute(_SELECT_STEPS + " WHERE s.run_id = %s ORDER BY s.id", (run_id,)).fetchall()
+    return Run(id=run["id"], goal=run["goal"], status=RunStatus(run["status"]),
+               idempotency_key=run["idempotency_key"], created_at=run["created_at"],
+               finished_at=run["finished_at"], steps=tuple(_step_from_row(s) for s in steps))
 
 
-API_STEP_FIELDS = ("id", "name", "status", "attempt", "maxAttempts", "dependsOn", "output", "error")
+def steps_by_id(conn: psycopg.Connection, step_ids: list[int]) -> dict[int, Step]:
+    """The given steps (of any runs), by id; ids that no longer exist are left out."""
+    if not step_ids:
+        return {}
+    rows = conn.execute(_SELECT_STEPS + " WHERE s.id = ANY(%s)", (step_ids,)).fetchall()
+    return {row["id"]: _step_from_row(row) for row in rows}
 
 
-def run_to_api(run: dict[str, Any]) -> dict[str, Any]:
-    """`run_get`'s result cut to the shape of `GET /api/runs/<id>` (DESIGN.md §9)."""
-    return {"id": run["id"], "goal": run["goal"], "status": run["status"],
-            "steps": [{key: step[key] for key in API_STEP_FIELDS} for step in run["steps"]]}
+def _step_from_row(row: dict[str, Any]) -> Step:
+    return Step(id=row["id"], run_id=row["run_id"], name=row["name"], kind=row["kind"], tool=row["tool"],
+                status=StepStatus(row["status"]), attempt=row["attempt"], max_attempts=row["max_attempts"],
+                attempt_limit=row["attempt_limit"], depends_on=tuple(row["depends_on"]), input=row["input"],
+                output=row["output"], error=row["last_error"], reclaims=row["reclaims"],
+                worker=row["lease_owner"], run_at=row["run_at"], started_at=row["started_at"],
+                finished_at=row["finished_at"])
 
 
-def run_list(conn: psycopg.Connection, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+def run_list(conn: psycopg.Connection, limit: int = 20, status: RunStatus | None = None) -> list[RunSummary]:
     """Newest runs first, with step counts by status."""
-    return conn.execute(
+    rows = conn.execute(
         """
         SELECT r.id, r.goal, r.status, r.created_at, r.finished_at, r.step_count,
                (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'succeeded') AS succeeded,
@@ -161,6 +152,9 @@ def run_list(conn: psycopg.Connection, limit: int = 20, status: str | None = Non
         FROM runs r WHERE %(status)s::text IS NULL OR r.status = %(status)s
         ORDER BY r.created_at DESC LIMIT %(limit)s
         """, {"status": status, "limit": limit}).fetchall()
+    return [RunSummary(id=r["id"], goal=r["goal"], status=RunStatus(r["status"]), created_at=r["created_at"],
+                       finished_at=r["finished_at"], step_count=r["step_count"], succeeded=r["succeeded"],
+                       dead=r["dead"]) for r in rows]
 
 
 def run_cancel(conn: psycopg.Connection, run_id: UUID | str, by: str | None = None) -> int:
@@ -190,7 +184,7 @@ def run_cancel(conn: psycopg.Connection, run_id: UUID | str, by: str | None = No
                 raise NotFound(f"no run {run_id}")
             raise Conflict(f"run {run_id} is already {current['status']}")
         conn.execute("INSERT INTO audit_log (run_id, worker, event) VALUES (%s, %s, 'run_cancelled')", (run_id, by))
-        notify_events(conn)
+    notify_after_commit(conn, steps_ready=False)
     return len(steps)
 
 
@@ -211,22 +205,21 @@ def step_redrive(conn: psycopg.Connection, step_id: int, by: str | None = None) 
                                    "WHERE s.id = %s", (step_id,)).fetchone()
             if current is None:
                 raise NotFound(f"no step {step_id}")
-            if current["status"] != "dead_letter":
+            if current["status"] != StepStatus.DEAD_LETTER:
                 raise Conflict(f"step {step_id} is {current['status']}, only a dead-lettered step can be redriven")
             raise Conflict(f"step {step_id} belongs to a {current['run_status']} run")
-        reopened = row["run_status"] == "failed"
+        reopened = row["run_status"] == RunStatus.FAILED
         if reopened:
             conn.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = %s", (row["run_id"],))
         conn.execute(
             "INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail) "
             "VALUES (%s, %s, %s, 'step_redriven', %s, jsonb_build_object('runReopened', %s::bool, 'attemptLimit', %s::int))",
             (row["run_id"], step_id, by, row["attempt"], reopened, row["attempt_limit"]))
-        notify_events(conn)
-        notify_steps_ready(conn)
+    notify_after_commit(conn, steps_ready=True)
     return row["run_id"]
 
 
-def run_ids(conn: psycopg.Connection, status: str | None = None) -> list[str]:
+def run_ids(conn: psycopg.Connection, status: RunStatus | None = None) -> list[str]:
     """Every run id (optionally of one status), oldest first."""
     rows = conn.execute("SELECT id FROM runs WHERE %(status)s::text IS NULL OR status = %(status)s "
                         "ORDER BY created_at", {"status": status}).fetchall()

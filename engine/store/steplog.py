@@ -10,7 +10,8 @@ from uuid import UUID
 
 import psycopg
 
-from engine.store.events import notify_events
+from engine.store.errors import translated
+from engine.store.notify import notify_after_commit
 
 _STEP_LOG = """
 INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
@@ -22,11 +23,12 @@ RETURNING id
 """
 
 
+@translated
 def step_log(conn: psycopg.Connection, step_id: int, run_id: UUID, attempt: int, worker: str,
              level: str, message: str) -> bool:
     """Append a `step_log` event for this attempt; False when the attempt no longer holds the step."""
     row = conn.execute(_STEP_LOG, {"step": step_id, "run": run_id, "attempt": attempt, "worker": worker,
                                    "level": level, "message": message}).fetchone()
     if row is not None:
-        notify_events(conn)  # its own autocommit statement: the insert above is already committed
+        notify_after_commit(conn, steps_ready=False)  # the insert above is already committed
     return row is not None

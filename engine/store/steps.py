@@ -11,17 +11,22 @@ from uuid import UUID
 
 import psycopg
 
-from engine.store.events import notify_events, notify_steps_ready
+from engine.store.errors import translated
+from engine.store.notify import notify_after_commit, queue_notify_after_record
 
 # Routing: a worker claims only steps whose tool it offers (`llm_call` steps have no tool and every
 # worker runs them). The filter sits in the claim itself, on rows the `steps_ready` index scan
 # returns in (run_at, id) order, so pools with disjoint tools share one queue without a claim ever
 # taking a step it cannot run. NULL `tools` (tests, tools) means "every tool".
+# The routing filter, shared by every claim path (this one, the record's claim, the limited claim in
+# provider_limits.py) and by the idle waits' look at the queue.
+TOOL_FILTER = "(tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))"
+
 _CLAIM = """
 WITH picked AS (
     SELECT id FROM steps
-    WHERE status = 'ready' AND run_at <= now()
-      AND (tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))
+    WHERE status = 'ready' AND run_at <= now() AND limit_key IS NULL  -- limited: provider_limits.py
+      AND """ + TOOL_FILTER + """
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -163,7 +168,7 @@ WITH released AS (
 )
 INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
 SELECT run_id, id, %(worker)s, 'step_reclaimed', attempt,
-       jsonb_build_object('reason', 'released on shutdown', 'countsAsAttempt', false)
+       jsonb_build_object('reason', %(reason)s::text, 'countsAsAttempt', false)
 FROM released ORDER BY id
 RETURNING step_id
 """
@@ -183,6 +188,7 @@ class ClaimedStep:
     backoff_base: float
     backoff_max: float
     parents: dict[str, Any]
+    limit_key: str | None = None  # the provider limit that admitted it (limited claims only)
 
     @property
     def idempotency_key(self) -> str:
@@ -202,14 +208,19 @@ class StepResult:
     delay_seconds: float = 0.0
     dead_letter: bool = False
     run_id: UUID | None = None  # lets the recorder lock and finalize the batch's runs up front
+    # The database was unavailable to the tool: not the step's fault, so the worker releases the step
+    # without using the attempt instead of recording this result (worker/worker.py).
+    give_back: bool = False
 
 
+@translated
 def step_claim_session(conn: psycopg.Connection) -> None:
     """Give a connection that claims (`step_claim`, `step_record_and_claim`) the claim's planner
     settings for its whole session (a worker's claim and record connections, on every connect)."""
     conn.execute(_CLAIM_PLANNER.replace(", true)", ", false)"))
 
 
+@translated
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
                lease_seconds: float, tools: list[str] | None = None) -> list[ClaimedStep]:
     """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease token).
@@ -241,22 +252,6 @@ class RecordSummary:
     newly_ready: int
 
 
-# NOTIFY is only a wake-up, and a transaction that notifies holds a cluster-wide lock from its
-# pre-commit until its commit is flushed: every notifying transaction commits one after another.
-# So the data transactions do not notify; this statement does, after their commit, as its own
-# transaction with an asynchronous commit (nothing to make durable), holding that lock briefly.
-_NOTIFY_AFTER_COMMIT = """
-SELECT set_config('synchronous_commit', 'off', true),
-       pg_notify('dae_events', ''),
-       CASE WHEN %(steps_ready)s THEN pg_notify('dae_steps_ready', '') END
-"""
-
-
-def notify_after_commit(conn: psycopg.Connection, steps_ready: bool) -> None:
-    """Announce committed audit rows (and, if asked, claimable steps) in one round trip."""
-    conn.execute(_NOTIFY_AFTER_COMMIT, {"steps_ready": steps_ready})
-
-
 def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
     """Complete or fail the given runs if their steps say so. Call inside the transaction that
     changed the steps; the run rows are locked first so two transactions finishing the last two
@@ -267,32 +262,70 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
     return conn.execute(_FINALIZE_RUNS, {"runs": run_ids}).fetchall()
 
 
+@translated
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
                           limit: int, lease_seconds: float,
+                          announce: bool = False,
                           tools: list[str] | None = None) -> tuple[RecordSummary, list[ClaimedStep]]:
     """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
-    made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: two
-    round trips (psycopg syncs before and after COMMIT) instead of six. The runs a batch can touch
-    are its steps' runs (children belong to the same run), so they are locked and finalized without
-    waiting for the record statement's answer. Lock order: steps (the record statement), then runs
-    (`_LOCK_RUNS`), as everywhere else; the claim only skips locks."""
+    made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: one
+    round trip instead of six. The runs a batch can touch are its steps' runs (children belong to
+    the same run), so they are locked and finalized without waiting for the record's answer. Lock
+    order: steps (the record statement), then runs (`_LOCK_RUNS`), as everywhere else; the claim
+    only skips locks. With `announce`, the NOTIFY after the commit rides in the same round trip
+    (`queue_notify_after_record`)."""
     if any(r.run_id is None for r in results):
         raise ValueError("step_record_and_claim needs the run id of every result")
     params = _record_params(worker, results)
     runs = sorted({r.run_id for r in results}, key=str)
-    with conn.pipeline(), conn.transaction():
-        recorded = conn.execute(_RECORD, params)
-        conn.execute(_LOCK_RUNS, {"runs": runs})
-        conn.execute(_FINALIZE_RUNS, {"runs": runs})
-        claim = None
-        if limit > 0:
-            claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
-                                          "lease": lease_seconds, "tools": tools})
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Inside a caller's transaction (tests compose writes): a savepoint, no wake-up of its own.
+        with conn.pipeline(), conn.transaction():
+            recorded, claim = _record_statements(conn, worker, worker_id, params, runs, limit, lease_seconds, tools)
+        return _record_outcome(recorded, claim)
+    # One round trip: BEGIN … COMMIT and the wake-up behind it go out together and are answered at
+    # one Sync (psycopg's transaction block would sync before and after its COMMIT). After an
+    # error, Postgres skips everything up to the Sync, COMMIT included: the transaction is left
+    # failed and is rolled back here; an error after the COMMIT (the wake-up) leaves it committed.
+    recorded: psycopg.Cursor | None = None
+    claim: psycopg.Cursor | None = None
+    try:
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            recorded, claim = _record_statements(conn, worker, worker_id, params, runs, limit, lease_seconds, tools)
+            conn.execute("COMMIT")
+            if announce:
+                queue_notify_after_record(conn, runs)
+            pipeline.sync()
+    except psycopg.Error:
+        status = conn.info.transaction_status
+        if status != psycopg.pq.TransactionStatus.IDLE or recorded is None or recorded.pgresult is None:
+            if status in (psycopg.pq.TransactionStatus.INERROR, psycopg.pq.TransactionStatus.INTRANS):
+                conn.rollback()
+            raise
+        # Only the wake-up failed: the outcomes are committed; a lost wake-up costs latency.
+    return _record_outcome(recorded, claim)
+
+
+def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, params: dict, runs: list,
+                       limit: int, lease_seconds: float,
+                       tools: list[str] | None) -> tuple[psycopg.Cursor, psycopg.Cursor | None]:
+    """Queue the record, the runs' lock and finalization, and the claim (pipeline mode)."""
+    recorded = conn.execute(_RECORD, params)
+    conn.execute(_LOCK_RUNS, {"runs": runs})
+    conn.execute(_FINALIZE_RUNS, {"runs": runs})
+    claim = conn.execute(_CLAIM, {"limit": limit, "worker": worker, "worker_id": worker_id,
+                                  "lease": lease_seconds, "tools": tools}) if limit > 0 else None
+    return recorded, claim
+
+
+def _record_outcome(recorded: psycopg.Cursor, claim: psycopg.Cursor | None) -> tuple[RecordSummary, list[ClaimedStep]]:
     summary = recorded.fetchone()
     claimed = [ClaimedStep(**row) for row in claim.fetchall()] if claim is not None else []
     return RecordSummary(summary["discarded"], summary["newly_ready"]), claimed
 
 
+@translated
 def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], lease_seconds: float) -> set[int]:
     """Renew the leases of (step id, attempt); returns the ids still held (the rest were taken away)."""
     if not leases:
@@ -302,17 +335,18 @@ def step_heartbeat(conn: psycopg.Connection, leases: list[tuple[int, int]], leas
     return {row["id"] for row in rows}
 
 
-def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, int]]) -> int:
-    """Give unfinished steps back on shutdown so another worker takes them at once; the interrupted
-    attempt does not count against the step's budget."""
+@translated
+def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, int]],
+                 reason: str = "released on shutdown") -> int:
+    """Give unfinished steps back (on shutdown, or when the database was unavailable to a tool) so
+    another attempt starts at once; the interrupted attempt does not count against the step's budget."""
     if not leases:
         return 0
     with conn.transaction():
         rows = conn.execute(_RELEASE, {"ids": [s for s, _ in leases], "attempts": [a for _, a in leases],
-                                       "worker": worker}).fetchall()
-        if rows:
-            notify_events(conn)
-            notify_steps_ready(conn)
+                                       "worker": worker, "reason": reason}).fetchall()
+    if rows:
+        notify_after_commit(conn, steps_ready=True)
     return len(rows)
 
 
@@ -321,11 +355,12 @@ def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, 
 # first step this worker may run (0.04 ms).
 _SECONDS_UNTIL_READY = """
 SELECT extract(epoch FROM run_at - now())::float8 AS wait FROM steps
-WHERE status = 'ready' AND (tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))
+WHERE status = 'ready' AND limit_key IS NULL AND """ + TOOL_FILTER + """
 ORDER BY run_at, id LIMIT 1
 """
 
 
+@translated
 def step_seconds_until_ready(conn: psycopg.Connection, tools: list[str] | None = None) -> float | None:
     """Seconds until the earliest ready step this worker can run (`tools` as in `step_claim`) becomes
     claimable (a retry waiting out its backoff), by the database's clock; None when nothing is

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import psycopg
 
+from engine.store.errors import translated
 from engine.store.workers import LIVENESS_LOCK_CLASS
 from engine.tools.registry import ToolDefaults
 
@@ -49,6 +50,7 @@ ORDER BY s.id
 """
 
 
+@translated
 def tools_offer(conn: psycopg.Connection, defaults: dict[str, ToolDefaults]) -> None:
     """Record the users' tools a worker offers and their declared defaults (latest wins)."""
     if not defaults:
@@ -61,6 +63,7 @@ def tools_offer(conn: psycopg.Connection, defaults: dict[str, ToolDefaults]) -> 
                           "caps": [defaults[n].backoff_max for n in names]})
 
 
+@translated
 def tools_known(conn: psycopg.Connection) -> dict[str, ToolDefaults]:
     """Every user tool any worker has offered, with its declared defaults."""
     rows = conn.execute("SELECT name, max_attempts, timeout_seconds, backoff_base, backoff_max FROM tools").fetchall()
@@ -68,17 +71,15 @@ def tools_known(conn: psycopg.Connection) -> dict[str, ToolDefaults]:
             for r in rows}
 
 
+@translated
 def tools_live(conn: psycopg.Connection) -> set[str]:
     """Tool names (built-ins included) that some live worker offers right now."""
     return {r["name"] for r in conn.execute(_LIVE_TOOLS, {"lock_class": LIVENESS_LOCK_CLASS}).fetchall()}
 
 
+@translated
 def steps_waiting_for_tool(conn: psycopg.Connection, run_id: UUID | str) -> dict[int, str]:
     """Ready steps of the run whose tool no live worker offers: step id -> tool."""
     rows = conn.execute(_WAITING, {"run": str(run_id), "lock_class": LIVENESS_LOCK_CLASS}).fetchall()
     return {r["id"]: r["tool"] for r in rows}
 
-
-def waiting_reason(tool: str) -> str:
-    """What the API and the run page say about such a step."""
-    return f"no live worker offers tool `{tool}`"

@@ -12,12 +12,16 @@ import random
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from engine.config import Settings
 from engine.errors import PermanentError
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class TransientToolError(Exception):
@@ -85,6 +89,12 @@ class StepContext:
     settings: Settings
     record_notification: Callable[[str], bool] = field(default=lambda message: True)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # For LLM steps (streamed text, usage, provider pauses): the step's id, the limit that admitted
+    # it, and short-lived database connections of the worker's (None: nothing is stored).
+    step_id: int = 0
+    limit_key: str | None = None
+    connections: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None
+    rng: random.Random = field(default_factory=random.Random)  # the worker's chaos draws (CHAOS_SEED)
     record_log: Callable[[str, str], bool] = field(default=lambda level, message: True)
     log: StepLogger = field(init=False, repr=False)
 
@@ -138,5 +148,5 @@ def apply_chaos(ctx: StepContext) -> None:
     if ctx.attempt <= int(knobs.get("failTimes", 0)):
         raise TransientToolError(f"injected failure (failTimes={knobs['failTimes']}, attempt {ctx.attempt})")
     rate = float(knobs.get("failureRate", 0))
-    if rate and random.random() < rate:
+    if rate and ctx.rng.random() < rate:
         raise TransientToolError(f"injected transient failure (failureRate={rate:g})")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from durable_agent import Client, InvalidRun
+from durable_agent import Client, InvalidRun, RunStatus
 from examples.research_agent.workflow import research_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                 note = f" {event.detail.get('message') or event.detail.get('error') or ''}" if event.detail else ""
                 print(f"  {event.type}{where}{note}".rstrip(), flush=True)
             run = client.wait(run_id, timeout=args.timeout)
-            answer = next((s for s in run["steps"] if s["name"] == "llm_call.answer"), None)
-            print(f"\n{run['status']}: " + (answer["output"]["summary"] if answer and answer["output"] else "no answer"))
-            return 0 if run["status"] == "completed" else 3
+            answer = next((s for s in run.steps if s.name == "llm_call.answer"), None)
+            print(f"\n{run.status}: " + (answer.output["summary"] if answer and answer.output else "no answer"))
+            return 0 if run.status == RunStatus.COMPLETED else 3
     finally:
         if worker is not None:
             worker.terminate()

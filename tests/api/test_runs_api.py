@@ -1,4 +1,4 @@
-"""The JSON API of DESIGN.md §9 over HTTP against a real gunicorn server: good input, bad input
+"""The JSON API of the README over HTTP against a real gunicorn server: good input, bad input
 (a clear 4xx and nothing stored), and the state changes each endpoint makes."""
 from __future__ import annotations
 
@@ -30,8 +30,11 @@ def test_submit_creates_a_run_that_workers_complete(server, module_workers, path
     assert body["watch"] == f"/ws/{body['runId']}"
     run = wait_status(server, body["runId"], "completed")
     assert [s["status"] for s in run["steps"]] == ["succeeded", "succeeded"]
-    assert set(run) == {"id", "goal", "status", "steps"}
-    assert set(run["steps"][1]) == {"id", "name", "status", "attempt", "maxAttempts", "dependsOn", "output", "error"}
+    # DESIGN §9's fields, plus (a run with an LLM step) its usage and budget (issue 12).
+    assert set(run) == {"id", "goal", "status", "steps", "usage", "budget"}
+    assert set(run["steps"][0]) == {"id", "name", "status", "attempt", "maxAttempts", "dependsOn", "output", "error"}
+    assert set(run["steps"][1]) == {*run["steps"][0], "usage"}
+    assert run["usage"]["totalTokens"] == run["steps"][1]["usage"]["totalTokens"] > 0 and run["budget"] is None
     assert run["steps"][1]["dependsOn"] == ["tool_call.a"] and run["steps"][1]["output"]["summary"]
 
 

@@ -16,6 +16,9 @@ from tests.helpers import FAST_ENV, ROOT, wait_for
 from tests.web.support import WebServer
 
 PROGRAM = "sv-worker-1"
+# Long enough that the second kill below surely lands while supervisord still counts the restarted
+# worker as STARTING, even on a loaded machine (with 1 s, the two requests were sometimes further apart).
+STARTSECS = 5
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ command={sys.executable} -m worker --name %(program_name)s
 directory={ROOT}
 environment={environment}
 autorestart=true
-startsecs=1
+startsecs={STARTSECS}
 stdout_logfile={tmp_path}/worker.log
 redirect_stderr=true
 """)

@@ -11,6 +11,7 @@ import pytest
 import websocket
 
 from engine import store
+from engine.wire import event_to_api
 from tests.helpers import make_run, step, wait_for
 
 TERMINAL = {"run_completed", "run_failed", "run_cancelled"}
@@ -36,7 +37,7 @@ def test_history_then_live_events_in_order_without_gaps(server, module_workers, 
         events = read_until(ws, lambda got: bool(got) and got[-1]["type"] in TERMINAL, [])
     finally:
         ws.close()
-    stored = [e.to_api() for e in store.events_after(module_conn, run_id)]
+    stored = [event_to_api(e) for e in store.events_after(module_conn, run_id)]
     assert [e["id"] for e in events] == [e["id"] for e in stored[:len(events)]]
     assert events[-1]["type"] == "run_completed" and events == stored[:len(events)]
 
@@ -44,7 +45,7 @@ def test_history_then_live_events_in_order_without_gaps(server, module_workers, 
 def test_after_resumes_from_an_event_id(server, module_workers, module_conn):
     _, created = server.json("POST", "/runs", make_run(step("tool_call.a", tool="fetch_data")))
     run_id = created["runId"]
-    wait_for(lambda: store.run_get(module_conn, run_id)["status"] == "completed", 20, "run completed")
+    wait_for(lambda: store.run_get(module_conn, run_id).status == "completed", 20, "run completed")
     stored = [e.id for e in store.events_after(module_conn, run_id)]
     ws = websocket.create_connection(server.ws_url(f"/ws/{run_id}?after={stored[1]}"), timeout=10)
     try:

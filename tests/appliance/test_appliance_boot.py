@@ -31,7 +31,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 RUN_SCRIPT = REPO / "scripts" / "run"
 BOOT_SECONDS = 120  # a first boot creates the cluster and may check the virtualenv
-STOP_SECONDS = 40  # supervisord's stop sequence is at most 26 s
+STOP_SECONDS = 40  # supervisord's stop sequence is at most 28 s (supervisord.conf)
 T = TypeVar("T")
 
 

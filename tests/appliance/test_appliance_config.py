@@ -162,3 +162,41 @@ def test_shell_scripts_are_executable_strict_bash(script: Path) -> None:
     assert "set -euo pipefail" in text
     assert script.stat().st_mode & 0o111, f"{script} is not executable"
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+
+
+def stop_timeouts_documented() -> dict[str, int]:
+    """Every place that states how long a stop may take before SIGKILL."""
+    readme = (REPO / "README.md").read_text()
+    run_lines = [line for line in readme.splitlines() if line.startswith("docker run ")]
+    dockerfile_lines = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("#   docker run ")]
+    image_test = (REPO / "scripts" / "image-test").read_text()
+    found = {
+        "fly.toml kill_timeout": tomllib.loads((REPO / "fly.toml").read_text())["kill_timeout"],
+        "image-test STOP_TIMEOUT": int(re.search(r"^STOP_TIMEOUT=(\d+)$", image_test, re.M).group(1)),
+    }
+    for where, lines in (("README docker run", run_lines), ("Dockerfile docker run", dockerfile_lines)):
+        assert len(lines) == 1, f"{where}: {lines}"
+        timeout = re.search(r"--stop-timeout (\d+)", lines[0])
+        assert timeout, f"{where} has no --stop-timeout (docker's default of 10 s SIGKILLs Postgres): {lines[0]}"
+        found[where] = int(timeout.group(1))
+    return found
+
+
+def test_docker_run_lines_fly_and_the_image_test_agree_on_a_stop_timeout_that_covers_the_stop_sequence() -> None:
+    """Issue 15, defect 3: `docker stop` waited docker's default 10 s, the stop sequence needs up to
+    28 s: the container was SIGKILLed with busy workers and Postgres was never shut down."""
+    timeouts = stop_timeouts_documented()
+    assert len(set(timeouts.values())) == 1, timeouts
+    sections = supervisord_sections()
+    stop_seconds = sum(
+        int(sections.get(section, "stopwaitsecs", fallback="10"))
+        for section in sections.sections()
+        if section.startswith("program:") and sections.get(section, "autorestart") == "true"
+    )
+    assert stop_seconds < next(iter(timeouts.values()))
+
+
+def test_readme_and_dockerfile_name_the_image_alike() -> None:
+    readme_tags = set(re.findall(r"^docker build -t (\S+) \.$", (REPO / "README.md").read_text(), re.M))
+    dockerfile_tags = set(re.findall(r"^#   docker build -t (\S+) \.$", DOCKERFILE.read_text(), re.M))
+    assert readme_tags == dockerfile_tags and len(readme_tags) == 1, (readme_tags, dockerfile_tags)

@@ -8,18 +8,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Self
+from typing import Self
 
 import psycopg
 
 from engine import store
-from engine.store import Event
+from engine.model import ACTIVE_STEP_STATUSES, Event, Run, RunStatus, StepStatus, WorkerStatus
 from engine.store.events import events_global_after
 from engine.store.notifications import notifications_for_run
 from engine.verify import verify_all
 from tests.helpers import WorkerProcess, wait_for
-
-TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled")
 
 
 def run_events(conn: psycopg.Connection, run_id: object, kind: str | None = None) -> list[Event]:
@@ -40,14 +38,14 @@ def wait_event(conn: psycopg.Connection, run_id: object, kind: str, timeout: flo
     return wait_for(found, timeout, f"a {kind} event in run {run_id}")
 
 
-def run_status(conn: psycopg.Connection, run_id: object) -> str:
-    return store.run_get(conn, str(run_id))["status"]
+def run_status(conn: psycopg.Connection, run_id: object) -> RunStatus:
+    return store.run_get(conn, str(run_id)).status
 
 
-def wait_terminal(conn: psycopg.Connection, run_ids: Iterable[object], timeout: float) -> dict[str, str]:
+def wait_terminal(conn: psycopg.Connection, run_ids: Iterable[object], timeout: float) -> dict[str, RunStatus]:
     """Wait until every run is terminal; returns status by run id."""
     ids = {str(r) for r in run_ids}
-    wait_for(lambda: not ids & set(store.run_ids(conn, status="running")), timeout,
+    wait_for(lambda: not ids & set(store.run_ids(conn, status=RunStatus.RUNNING)), timeout,
              f"{len(ids)} run(s) to finish", interval=0.1)
     return {r: run_status(conn, r) for r in ids}
 
@@ -55,8 +53,8 @@ def wait_terminal(conn: psycopg.Connection, run_ids: Iterable[object], timeout: 
 def wait_registered(conn: psycopg.Connection, *procs: WorkerProcess, timeout: float = 30.0) -> None:
     """Wait until each process has registered its current incarnation (and so holds its liveness lock)."""
     def registered() -> bool:
-        rows = {w["name"]: w for w in store.workers_list(conn, include_gone=True)}
-        return all(p.name in rows and rows[p.name]["pid"] == p.pid and rows[p.name]["status"] == "running"
+        rows = {w.name: w for w in store.workers_list(conn, include_gone=True)}
+        return all(p.name in rows and rows[p.name].pid == p.pid and rows[p.name].status == WorkerStatus.RUNNING
                    for p in procs)
     wait_for(registered, timeout, f"workers {[p.name for p in procs]} to register")
 
@@ -124,9 +122,9 @@ two impossible; a lost one would show here), and the
     invariant checker content with every run in the database."""
     for run_id in run_ids:
         run = store.run_get(conn, str(run_id))
-        assert run["status"] in TERMINAL_RUN_STATUSES, f"run {run_id} is still {run['status']}"
-        running = [s["name"] for s in run["steps"] if s["status"] in ("ready", "running")]
-        assert not running or run["status"] == "cancelled", f"run {run_id} left steps unfinished: {running}"
+        assert run.terminal, f"run {run_id} is still {run.status}"
+        running = [s.name for s in run.steps if s.status in ACTIVE_STEP_STATUSES]
+        assert not running or run.status == RunStatus.CANCELLED, f"run {run_id} left steps unfinished: {running}"
         successes = Counter(e.step_id for e in run_events(conn, run_id, "step_succeeded"))
         doubled = {step: n for step, n in successes.items() if n > 1}
         assert not doubled, f"run {run_id}: steps with more than one recorded success: {doubled}"
@@ -134,9 +132,9 @@ two impossible; a lost one would show here), and the
     assert verify_all(conn) == {}
 
 
-def _assert_notified_once(conn: psycopg.Connection, run: dict[str, Any]) -> None:
-    sent = Counter(n["idempotency_key"] for n in notifications_for_run(conn, run["id"]))
-    for step in run["steps"]:
-        if step["tool"] == "notify" and step["status"] == "succeeded":
-            key = f"{run['id']}:{step['name']}"
-            assert sent[key] == 1, f"notify step {step['name']} sent {sent[key]} notification(s)"
+def _assert_notified_once(conn: psycopg.Connection, run: Run) -> None:
+    sent = Counter(n["idempotency_key"] for n in notifications_for_run(conn, run.id))
+    for step in run.steps:
+        if step.tool == "notify" and step.status == StepStatus.SUCCEEDED:
+            key = f"{run.id}:{step.name}"
+            assert sent[key] == 1, f"notify step {step.name} sent {sent[key]} notification(s)"

@@ -42,9 +42,9 @@ def test_frozen_worker_loses_its_step_at_lease_expiry_and_its_late_result_is_dis
     assert not worker_events(conn, "worker_lost"), "a frozen worker is alive: only its lease may expire"
     assert wait_terminal(conn, [run_id], 10)[str(run_id)] == "completed"
 
-    announce = store.run_get(conn, str(run_id))["steps"][0]
-    assert announce["attempt"] == 2
-    assert announce["output"]["duplicate"] is False, "the recorded output is the other worker's"
+    announce = store.run_get(conn, str(run_id)).steps[0]
+    assert announce.attempt == 2
+    assert announce.output["duplicate"] is False, "the recorded output is the other worker's"
     sent = notifications_for_run(conn, run_id)
     assert [(n["message"], n["attempt"]) for n in sent] == [("report ready", 2)]
     assert frozen.alive(), "the thawed worker carries on"

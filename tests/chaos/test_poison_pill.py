@@ -30,9 +30,9 @@ def test_poison_pill_is_dead_lettered_after_its_attempts_while_a_run_beside_it_c
         wait_registered(conn, *procs)
 
     assert statuses == {str(poison_id): "failed", str(beside_id): "completed"}
-    poison = store.run_get(conn, str(poison_id))["steps"][0]
-    assert (poison["status"], poison["attempt"], poison["reclaims"]) == ("dead_letter", 3, 3)
-    assert "worker crashed 3 times" in poison["error"]
+    poison = store.run_get(conn, str(poison_id)).steps[0]
+    assert (poison.status, poison.attempt, poison.reclaims) == ("dead_letter", 3, 3)
+    assert "worker crashed 3 times" in poison.error
     reclaims = run_events(conn, poison_id, "step_reclaimed")
     assert [e.attempt for e in reclaims] == [1, 2, 3]
     assert all(e.detail["reason"] == "worker died" for e in reclaims)

@@ -55,4 +55,4 @@ def test_postgres_crash_restart_with_runs_in_flight_loses_and_duplicates_nothing
 
 
 def _running_steps(conn: object, run_ids: dict[str, str]) -> int:
-    return sum(s["status"] == "running" for r in run_ids for s in store.run_get(conn, r)["steps"])
+    return sum(s.status == "running" for r in run_ids for s in store.run_get(conn, r).steps)

@@ -2,8 +2,8 @@
 (SIGTERM) workers at random and a supervisor restarts them. Afterwards every run is terminal, in the
 state its steps dictate, and the invariant checker passes.
 
-The DAGs come from a seeded generator (`CHAOS_SEED`, printed on failure); `CHAOS_STEPS` sets how many
-steps in all (a few hundred by default; raise it for a soak run)."""
+The DAGs and the workers' `failureRate` draws come from seeded generators (`CHAOS_SEED`, printed on
+failure); `CHAOS_STEPS` sets how many steps in all (a few hundred by default; raise it for a soak)."""
 from __future__ import annotations
 
 import os
@@ -88,7 +88,8 @@ class ChaosMonkey(BackgroundLoop):
 def test_random_dags_survive_random_worker_kills(conn, settings, spawn, capsys):
     rng = random.Random(CHAOS_SEED)
     runs = random_runs(rng, CHAOS_STEPS)
-    procs = [spawn(f"w{i}", 4) for i in range(1, 4)]
+    # The workers draw their failureRate failures from CHAOS_SEED too (per worker name).
+    procs = [spawn(f"w{i}", 4, CHAOS_SEED=CHAOS_SEED) for i in range(1, 4)]
     wait_registered(conn, *procs)
     with Supervisor(procs) as supervisor, ChaosMonkey(supervisor, random.Random(CHAOS_SEED + 1)) as monkey:
         expected = {str(submit_run(conn, body, settings)[0]): status for body, status in runs}

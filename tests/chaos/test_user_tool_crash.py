@@ -60,8 +60,8 @@ def test_kill_mid_user_tool_step_reclaims_fences_and_verifies(conn, db_url, sett
     up_starts = [e for e in run_events(conn, run_id, "step_started") if e.step == "tool_call.up"]
     survivor = next(p for p in procs[:2] if p is not victim)
     assert [(e.attempt, e.worker) for e in up_starts] == [(1, victim.name), (2, survivor.name)]
-    up = store.run_get(conn, str(run_id))["steps"][0]
-    assert up["output"] == {"text": "DURABLE", "attempt": 2} and up["reclaims"] == 1
+    up = store.run_get(conn, str(run_id)).steps[0]
+    assert up.output == {"text": "DURABLE", "attempt": 2} and up.reclaims == 1
     messages = [(e.attempt, e.detail["message"]) for e in run_events(conn, run_id, "step_log")]
     assert messages == [(1, "attempt 1 started"), (2, "attempt 2 started")]
     assert_invariants(conn, [run_id])

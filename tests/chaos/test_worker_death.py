@@ -40,8 +40,8 @@ def test_killed_workers_step_is_reclaimed_and_rerun_by_the_other_worker(conn, se
     assert reclaimed.worker == victim.name and reclaimed.attempt == 1
     restarted = run_events(conn, run_id, "step_started")[1]
     assert (restarted.step_id, restarted.attempt, restarted.worker) == (started.step_id, 2, survivor.name)
-    long_step = store.run_get(conn, str(run_id))["steps"][0]
-    assert long_step["attempt"] == 2 and long_step["reclaims"] == 1
+    long_step = store.run_get(conn, str(run_id)).steps[0]
+    assert long_step.attempt == 2 and long_step.reclaims == 1
     with capsys.disabled():
         print(f"\n  kill -9 -> step_reclaimed {seconds_since(killed_at, reclaimed):.3f}s, "
               f"-> restarted on {survivor.name} {seconds_since(killed_at, restarted):.3f}s")
@@ -60,10 +60,10 @@ def test_mid_step_kill_with_no_attempts_left_dead_letters_the_step(conn, setting
     kill_and_time(by_name(procs, started.worker))
 
     assert wait_terminal(conn, [run_id], 30)[str(run_id)] == "failed"
-    fragile, after = store.run_get(conn, str(run_id))["steps"]
-    assert fragile["status"] == "dead_letter" and fragile["attempt"] == 1
-    assert "worker crashed 1 times" in fragile["error"]
-    assert after["status"] == "pending"
-    assert [e.type for e in run_events(conn, run_id) if e.step_id == fragile["id"]] == [
+    fragile, after = store.run_get(conn, str(run_id)).steps
+    assert fragile.status == "dead_letter" and fragile.attempt == 1
+    assert "worker crashed 1 times" in fragile.error
+    assert after.status == "pending"
+    assert [e.type for e in run_events(conn, run_id) if e.step_id == fragile.id] == [
         "step_ready", "step_started", "step_reclaimed", "step_dead_lettered"]
     assert_invariants(conn, [run_id])

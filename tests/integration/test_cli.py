@@ -39,7 +39,7 @@ def test_submit_status_events_and_verify(db_url, conn, spawn):
 def test_verify_fails_when_the_record_is_tampered_with(db_url, conn, spawn):
     run_id = cli(db_url, "submit", "-", stdin=json.dumps(chain(2))).stdout.strip()
     spawn("w1")
-    wait_for(lambda: store.run_get(conn, run_id)["status"] == "completed", 30, "run completed")
+    wait_for(lambda: store.run_get(conn, run_id).status == "completed", 30, "run completed")
     conn.execute("UPDATE steps SET attempt = 7 WHERE run_id = %s AND name = 'tool_call.s1'", (run_id,))
     verified = cli(db_url, "verify")
     assert verified.returncode == 1
@@ -56,11 +56,11 @@ def test_cancel_and_redrive(db_url, conn, spawn):
     doomed = make_run(step("tool_call.d", tool="fetch_data", failTimes=1, max_attempts=1))
     run2 = cli(db_url, "submit", "-", stdin=json.dumps(doomed)).stdout.strip()
     spawn("w1")
-    wait_for(lambda: store.run_get(conn, run2)["status"] == "failed", 30, "run failed")
-    step_id = store.run_get(conn, run2)["steps"][0]["id"]
+    wait_for(lambda: store.run_get(conn, run2).status == "failed", 30, "run failed")
+    step_id = store.run_get(conn, run2).steps[0].id
     redriven = cli(db_url, "redrive", str(step_id))
     assert redriven.returncode == 0, redriven.stderr
-    wait_for(lambda: store.run_get(conn, run2)["status"] == "completed", 30, "redriven run completed")
+    wait_for(lambda: store.run_get(conn, run2).status == "completed", 30, "redriven run completed")
 
 
 def test_errors_go_to_stderr_with_a_non_zero_exit(db_url, tmp_path):

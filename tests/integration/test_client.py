@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from durable_agent import Client, Conflict, InvalidRun, NotFound, Workflow
+from durable_agent import Client, Conflict, InvalidRun, NotFound, RunStatus, Workflow
 from tests.chaos.support import assert_invariants
 from tests.helpers import make_run, step
 
@@ -30,12 +30,12 @@ def test_submit_a_workflow_wait_and_read_its_events(client, conn, spawn):
 
     spawn("w1")
     run = client.wait(run_id, timeout=30)
-    assert run["status"] == "completed" and run["steps"][1]["output"]["summary"]
+    assert run.status == RunStatus.COMPLETED and run.steps[1].output["summary"]
     events = client.events(run_id)
     assert events[0].type == "run_created" and events[-1].type == "run_completed"
     assert [e.id for e in client.events(run_id, after=events[2].id)] == [e.id for e in events[3:]]
     assert [e.id for e in client.watch(run_id)] == [e.id for e in events]  # a finished run: history, then the end
-    assert client.get(run_id)["id"] == run_id
+    assert str(client.get(run_id).id) == run_id
     assert_invariants(conn, [run_id])
 
 
@@ -44,7 +44,7 @@ def test_wait_and_watch_follow_a_live_run_to_its_end(client, conn, spawn):
     run_id = client.submit(make_run(step("tool_call.s", tool="sleep", seconds=0.3),
                                     step("tool_call.f", ["tool_call.s"], tool="fetch_data")))
     waited: list[str] = []
-    waiter = threading.Thread(target=lambda: waited.append(client.wait(run_id, timeout=30)["status"]))
+    waiter = threading.Thread(target=lambda: waited.append(client.wait(run_id, timeout=30).status))
     waiter.start()
     with Client(client.settings.database_url) as watcher:
         watched = [e.type for e in watcher.watch(run_id)]
@@ -66,10 +66,10 @@ def test_cancel_redrive_and_errors(client, conn, spawn):
 
     spawn("w1")
     doomed = client.submit(make_run(step("tool_call.d", tool="fetch_data", failTimes=1, max_attempts=1)))
-    assert client.wait(doomed, timeout=30)["status"] == "failed"
-    step_id = client.get(doomed)["steps"][0]["id"]
+    assert client.wait(doomed, timeout=30).status == RunStatus.FAILED
+    step_id = client.get(doomed).steps[0].id
     assert client.redrive(step_id) == doomed
-    assert client.wait(doomed, timeout=30)["status"] == "completed"
+    assert client.wait(doomed, timeout=30).status == RunStatus.COMPLETED
     redriven = [e for e in client.events(doomed) if e.type == "step_redriven"]
     assert redriven[0].worker == "client"
     assert_invariants(conn, [long_run, doomed])

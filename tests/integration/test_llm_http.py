@@ -63,7 +63,7 @@ def llm_server():
 
 
 def finished(conn, run_id):
-    return wait_for(lambda: (r := store.run_get(conn, run_id))["status"] != "running" and r, 60, "run to finish")
+    return wait_for(lambda: (r := store.run_get(conn, run_id)).status != "running" and r, 60, "run to finish")
 
 
 def test_rate_limit_and_server_error_are_retried_then_the_answer_is_the_output(conn, settings, spawn, llm_server):
@@ -74,10 +74,14 @@ def test_rate_limit_and_server_error_are_retried_then_the_answer_is_the_output(c
     run_id, _ = submit_run(conn, body, settings)
     spawn("w-llm", LLM_BASE_URL=server.url, LLM_API_KEY="sk-test", LLM_MODEL="tiny")
     run = finished(conn, run_id)
-    assert run["status"] == "completed"
-    llm = next(s for s in run["steps"] if s["name"] == "llm_call.summarize")
-    assert llm["attempt"] == 3
-    assert llm["output"] == {"summary": "Three sources agree on latency.", "model": "tiny", "provider": "http"}
+    assert run.status == "completed"
+    llm = next(s for s in run.steps if s.name == "llm_call.summarize")
+    assert llm.attempt == 3
+    usage = llm.output.pop("usage")
+    assert llm.output == {"summary": "Three sources agree on latency.", "model": "tiny", "provider": "http"}
+    # No usage from this server: counted (5 words and a period).
+    assert usage["completionTokens"] == 6 and usage["promptTokens"] > 0
+    assert llm.attempt_limit == 5 + 1, "the 429's attempt was given back (the key was paused instead)"
     retries = [e.detail for e in store.events_after(conn, run_id) if e.type == "step_retry_scheduled"]
     assert "429" in retries[0]["error"] and retries[0]["delaySeconds"] == 0
     assert "503" in retries[1]["error"]
@@ -94,6 +98,6 @@ def test_client_error_is_permanent_and_dead_letters_at_once(conn, settings, spaw
     run_id, _ = submit_run(conn, make_run(step("llm_call.summarize", prompt="Summarize", max_attempts=5)), settings)
     spawn("w-llm", LLM_BASE_URL=server.url)
     run = finished(conn, run_id)
-    assert run["status"] == "failed"
-    assert run["steps"][0]["attempt"] == 1 and "permanent" in run["steps"][0]["error"]
+    assert run.status == "failed"
+    assert run.steps[0].attempt == 1 and "permanent" in run.steps[0].error
     assert len(server.requests) == 1

@@ -41,7 +41,7 @@ def test_prune_deletes_only_finished_runs_past_retention(conn, settings, spawn):
     running, _ = submit_run(conn, chain(1) | {"goal": "still running"}, settings)
     store.run_cancel(conn, running)  # a finished run that is recent
     spawn("w1")
-    wait_for(lambda: all(store.run_get(conn, r)["status"] == "completed" for r in (old, fresh)), 30, "runs done")
+    wait_for(lambda: all(store.run_get(conn, r).status == "completed" for r in (old, fresh)), 30, "runs done")
     conn.execute("UPDATE runs SET finished_at = now() - interval '48 hours' WHERE id = %s", (old,))
     assert runs_prune(conn, retention_hours=24) == 1
     assert set(store.run_ids(conn)) == {str(fresh), str(running)}

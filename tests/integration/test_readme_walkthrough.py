@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine import store
+from engine.model import RunStatus, WorkerStatus
 from tests.chaos.support import assert_invariants
 from tests.helpers import FAST_ENV, ROOT
 
@@ -86,10 +87,10 @@ def test_every_block_of_the_walkthrough_runs_as_written(conn, db_url, tmp_path: 
 
     (run_id,) = store.run_ids(conn)
     run = store.run_get(conn, run_id)
-    assert run["status"] == "completed"
-    assert {s["name"]: s["output"] for s in run["steps"]}["tool_call.shout"]["text"] == "DONE"
+    assert run.status == RunStatus.COMPLETED
+    assert {s.name: s.output for s in run.steps}["tool_call.shout"]["text"] == "DONE"
     workers = store.workers_list(conn, include_gone=True)
-    assert [(w["name"], w["status"]) for w in workers] == [("tools-1", "stopped")]
+    assert [(w.name, w.status) for w in workers] == [("tools-1", WorkerStatus.STOPPED)]
     assert_invariants(conn, [run_id])
 
 

@@ -18,6 +18,7 @@ import pytest
 from durable_agent import PermanentError, StepContext
 from engine import store
 from engine.config import Settings
+from engine.model import RunStatus
 from examples.research_agent.tools import MAX_FETCH_BYTES, doc_search, http_fetch, rank
 from tests.chaos.support import assert_invariants, run_events
 from tests.helpers import FAST_ENV, ROOT
@@ -97,16 +98,16 @@ def test_the_research_agent_answers_from_pages_and_documents(conn, db_url, site,
     assert "step_log tool_call.fetch_1 fetched" in done.stdout
 
     run = store.run_get(conn, run_id)
-    steps = {s["name"]: s for s in run["steps"]}
-    assert run["status"] == "completed"
-    assert steps["tool_call.fetch_1"]["output"]["title"] == "Durable queues"
-    assert steps["tool_call.fetch_2"]["attempt"] == 2  # the 503 was retried
-    assert [i["id"] for i in steps["tool_call.search_docs"]["output"]["items"]] == ["fencing.md"]
-    ranked = steps["tool_call.rank"]["output"]
+    steps = {s.name: s for s in run.steps}
+    assert run.status == RunStatus.COMPLETED
+    assert steps["tool_call.fetch_1"].output["title"] == "Durable queues"
+    assert steps["tool_call.fetch_2"].attempt == 2  # the 503 was retried
+    assert [i["id"] for i in steps["tool_call.search_docs"].output["items"]] == ["fencing.md"]
+    ranked = steps["tool_call.rank"].output
     assert ranked["considered"] == 3 and ranked["items"][0]["score"] >= ranked["items"][-1]["score"]
     assert set(ranked["sources"]) == {f"{site}/durability", f"{site}/flaky", "fencing.md"}
-    assert "3 item(s)" in steps["llm_call.answer"]["output"]["summary"]
-    assert {e.worker for e in run_events(conn, run_id, "step_started")} == {w["name"] for w in
+    assert "3 item(s)" in steps["llm_call.answer"].output["summary"]
+    assert {e.worker for e in run_events(conn, run_id, "step_started")} == {w.name for w in
                                                                           store.workers_list(conn, include_gone=True)}
     assert_invariants(conn, [run_id])
 

@@ -9,5 +9,5 @@ def test_chain_completes_with_two_workers(conn, settings, spawn):
     assert created
     spawn("w1")
     spawn("w2")
-    wait_for(lambda: store.run_get(conn, run_id)["status"] == "completed", 30, "run completed")
+    wait_for(lambda: store.run_get(conn, run_id).status == "completed", 30, "run completed")
     assert verify_run(conn, str(run_id)) == []

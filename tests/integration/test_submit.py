@@ -63,7 +63,7 @@ def test_too_many_steps_and_too_much_input_are_rejected(conn, settings):
 def test_roots_start_ready_and_children_pending(conn, settings):
     run_id, created = submit_run(conn, make_run(OK, step("tool_call.b", ["tool_call.a"], tool="transform")), settings)
     assert created
-    statuses = {s["name"]: s["status"] for s in store.run_get(conn, run_id)["steps"]}
+    statuses = {s.name: s.status for s in store.run_get(conn, run_id).steps}
     assert statuses == {"tool_call.a": "ready", "tool_call.b": "pending"}
 
 

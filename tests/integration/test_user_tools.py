@@ -87,19 +87,19 @@ def test_two_pools_each_claim_only_the_steps_of_their_tools(conn, settings, pool
     offered_by = {"alpha": {alpha.name}, "beta": {beta.name}}
     for run_id in run_ids:
         run = store.run_get(conn, str(run_id))
-        tools = {s["id"]: s["tool"] for s in run["steps"]}
+        tools = {s.id: s.tool for s in run.steps}
         for started in run_events(conn, run_id, "step_started"):
             allowed = offered_by.get(tools[started.step_id], {alpha.name, beta.name})
             assert started.worker in allowed, f"{started.step} ran on {started.worker}"
-        a = next(s for s in run["steps"] if s["name"] == "tool_call.a")
-        assert a["maxAttempts"] == 2  # the tool's declared default reached the step
-        b = next(s for s in run["steps"] if s["name"] == "tool_call.b")
-        assert b["output"]["parents"] == ["tool_call.a", "tool_call.f"]  # async handler, parents by name
-        logs = [e for e in run_events(conn, run_id, "step_log") if e.step_id == a["id"]]
-        assert [e.detail["message"] for e in logs][-1] == f"alpha handling tool_call.a (attempt {a['attempt']})"
+        a = next(s for s in run.steps if s.name == "tool_call.a")
+        assert a.max_attempts == 2  # the tool's declared default reached the step
+        b = next(s for s in run.steps if s.name == "tool_call.b")
+        assert b.output["parents"] == ["tool_call.a", "tool_call.f"]  # async handler, parents by name
+        logs = [e for e in run_events(conn, run_id, "step_log") if e.step_id == a.id]
+        assert [e.detail["message"] for e in logs][-1] == f"alpha handling tool_call.a (attempt {a.attempt})"
         assert all(e.worker == alpha.name and e.detail["level"] == "info" for e in logs)
-    first = store.run_get(conn, str(run_ids[0]))["steps"][0]
-    assert first["attempt"] == 2  # failFirst: retried with the tool's backoff, on the alpha pool
+    first = store.run_get(conn, str(run_ids[0])).steps[0]
+    assert first.attempt == 2  # failFirst: retried with the tool's backoff, on the alpha pool
     assert_invariants(conn, run_ids)
 
 

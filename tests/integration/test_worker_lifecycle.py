@@ -13,8 +13,8 @@ from tests.helpers import make_run, step, wait_for
 
 
 def running_step(conn, run_id):
-    steps = store.run_get(conn, run_id)["steps"]
-    return next((s for s in steps if s["status"] == "running"), None)
+    steps = store.run_get(conn, run_id).steps
+    return next((s for s in steps if s.status == "running"), None)
 
 
 def test_sigterm_releases_unfinished_step_to_another_worker_at_once(conn, settings, spawn):
@@ -27,13 +27,13 @@ def test_sigterm_releases_unfinished_step_to_another_worker_at_once(conn, settin
     spawn("w-second", **long_lease)
     first.signal(signal.SIGTERM)
     assert first.wait_exit(30) == 0
-    run = wait_for(lambda: (r := store.run_get(conn, run_id))["status"] == "completed" and r, 30,
+    run = wait_for(lambda: (r := store.run_get(conn, run_id)).status == "completed" and r, 30,
                    "the second worker to finish the released step")
-    events = [e.to_api() for e in store.events_after(conn, run_id)]
-    released = [e for e in events if e["type"] == "step_reclaimed"]
-    assert released and released[0]["detail"]["reason"] == "released on shutdown"
-    assert [e["worker"] for e in events if e["type"] == "step_succeeded"] == ["w-second"]
-    assert run["steps"][0]["attempt"] == 2
+    events = store.events_after(conn, run_id)
+    released = [e for e in events if e.type == "step_reclaimed"]
+    assert released and released[0].detail["reason"] == "released on shutdown"
+    assert [e.worker for e in events if e.type == "step_succeeded"] == ["w-second"]
+    assert run.steps[0].attempt == 2
     assert verify_run(conn, str(run_id)) == []
 
 
@@ -44,7 +44,7 @@ def test_sigterm_lets_a_short_step_finish_within_the_grace_period(conn, settings
     worker.signal(signal.SIGTERM)
     assert worker.wait_exit(30) == 0
     run = store.run_get(conn, run_id)
-    assert run["status"] == "completed" and run["steps"][0]["attempt"] == 1
+    assert run.status == "completed" and run.steps[0].attempt == 1
     kinds = [e.type for e in store.events_after(conn, run_id)]
     assert "step_reclaimed" not in kinds
 

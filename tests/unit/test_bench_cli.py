@@ -35,3 +35,22 @@ def test_percentile_interpolates_and_figure_reports_median_and_spread() -> None:
     assert percentile([5.0], 99) == 5.0
     fig = Figure("k", "label", "ms", [3.0, 1.0, 2.0])
     assert (fig.median, fig.low, fig.high) == (2.0, 1.0, 3.0)
+
+
+def test_the_agent_latency_and_dbos_keys_are_stable_and_have_targets() -> None:
+    from bench.report import TARGETS
+    keys = ("chain_hop_p50_ms", "chain_hop_p99_ms", "chain20_p50_ms", "agent_dag_p50_ms", "dbos_step_ms",
+            "ratio_hop_to_dbos_step")
+    assert all(key in STABLE_KEYS for key in keys)
+    assert all(key in TARGETS for key in keys if key != "dbos_step_ms")
+
+
+def test_stamps_file_round_trips_the_last_attempt_of_each_step(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from worker.stamps import StepStamps, read_stamps
+    stamps = StepStamps(str(tmp_path / "w.jsonl"))
+    for step_id, attempt, start in ((1, 1, 10.0), (1, 2, 20.0), (2, 1, 30.0)):
+        stamps.add(SimpleNamespace(step=SimpleNamespace(id=step_id, attempt=attempt)), start, start + 1)  # type: ignore[arg-type]
+    stamps.write()
+    assert read_stamps(tmp_path / "w.jsonl") == {1: (20.0, 21.0), 2: (30.0, 31.0)}

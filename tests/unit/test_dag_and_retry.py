@@ -43,7 +43,7 @@ def test_settings_read_environment_and_reject_garbage():
     names = [name for name, _, _ in documented_settings()]
     for required in ("LEASE_SECONDS", "HEARTBEAT_SECONDS", "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS",
                      "DEFAULT_MAX_ATTEMPTS", "WORKER_CONCURRENCY", "LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL",
-                     "SUPERVISOR_SOCKET", "RETENTION_HOURS"):
+                     "RETENTION_HOURS", "WORKER_NAME", "LOG_LEVEL", "CHAOS_SEED"):
         assert required in names
 
 

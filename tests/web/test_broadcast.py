@@ -9,15 +9,7 @@ from app.broadcast import Broadcaster
 from engine.store import connect
 from engine.store.chaos import worker_kill_record
 from engine.submit import submit_run
-from tests.helpers import make_run, step
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock, make_run, step
 
 
 class Abort(Exception):
@@ -51,7 +43,7 @@ def test_a_row_that_commits_late_is_delivered_in_id_order(db_url, conn, listener
 
 
 def test_a_rolled_back_id_is_skipped_after_the_gap_time(db_url, conn, listener):
-    clock = Clock()
+    clock = FakeClock()
     broadcaster = Broadcaster(db_url, gap_seconds=2, clock=clock, background=False)
     broadcaster.begin(listener)
     sub = broadcaster.subscribe()

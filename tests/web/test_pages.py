@@ -11,9 +11,11 @@ from app.workflows import WORKFLOWS, Knobs, attempts_for, build_run
 from engine import store
 from engine.dag import parse_run
 from engine.errors import InvalidRun
+from engine.model import RunStatus, StepStatus
 from engine.submit import submit_run
 from engine.tools import tool_names
-from tests.helpers import make_run, step
+from engine.verify import verify_run
+from tests.helpers import WorkerProcess, make_run, step, wait_for
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
@@ -25,7 +27,7 @@ def csrf(client) -> str:
 
 def test_every_page_has_a_strict_csp_and_no_inline_script_or_style(client, conn, settings):
     run_id, _ = submit_run(conn, make_run(step("tool_call.a", tool="fetch_data")), settings)
-    for path in ("/", f"/runs/{run_id}", "/dead-letters", "/no-such-page"):
+    for path in ("/", f"/runs/{run_id}", "/dead-letters", "/how-it-works", "/no-such-page"):
         response = client.get(path)
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
         assert response.headers["X-Frame-Options"] == "DENY"
@@ -51,7 +53,7 @@ def test_the_form_submits_a_workflow_and_redirects_to_its_run(client, conn):
     assert response.status_code == 303
     run_id = store.run_ids(conn)[0]
     assert response.headers["Location"].endswith(f"/runs/{run_id}")
-    assert len(store.run_get(conn, run_id)["steps"]) == 6
+    assert len(store.run_get(conn, run_id).steps) == 6
 
 
 def test_a_form_error_is_shown_next_to_the_form_keeping_what_was_typed(client, conn):
@@ -120,12 +122,45 @@ def test_cancel_and_redrive_forms_act_and_come_back_with_a_message(client, conn,
     run_id, _ = submit_run(conn, make_run(step("tool_call.a", tool="sleep", seconds=60)), settings)
     token = csrf(client)
     response = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
-    assert "Run cancelled" in response.get_data(as_text=True)
-    assert store.run_get(conn, run_id)["status"] == "cancelled"
+    assert "you cancelled the run" in response.get_data(as_text=True)
+    assert store.run_get(conn, run_id).status == RunStatus.CANCELLED
     again = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": token}, follow_redirects=True)
     assert "already cancelled" in again.get_data(as_text=True)
     redrive = client.post("/steps/999999/redrive", data={"csrf_token": token})
     assert redrive.status_code == 404
+
+
+def test_redrive_from_the_dead_letters_page_leads_to_the_run_naming_the_step_and_the_run_completes(
+        client, conn, settings):
+    response = client.post("/submit", data={"workflow": "redrive", "goal": "g", "csrf_token": csrf(client)})
+    run_id = store.run_ids(conn)[0]
+    worker = WorkerProcess(settings.database_url, "worker-web-redrive", 2)
+    try:
+        wait_for(lambda: store.run_get(conn, run_id).status == RunStatus.FAILED, 30, "the run to fail")
+        page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+        assert re.search(r'data-step="llm_call.summarize" data-status="blocked"', page), "a step behind the dead letter"
+        assert "Redrive upload" in client.get("/dead-letters").get_data(as_text=True)
+        dead = next(s for s in store.run_get(conn, run_id).steps if s.status == StepStatus.DEAD_LETTER)
+        response = client.post(f"/steps/{dead.id}/redrive", data={"csrf_token": csrf(client)})
+        assert response.status_code == 303 and response.headers["Location"].endswith(f"/runs/{run_id}")
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        assert re.search(r"you redrove upload: it got a fresh budget of attempts", page)
+        wait_for(lambda: store.run_get(conn, run_id).status == RunStatus.COMPLETED, 30, "the redriven run to complete")
+    finally:
+        worker.stop()
+    fetch = next(s for s in store.run_get(conn, run_id).steps if s.name == "tool_call.fetch")
+    assert fetch.attempt == 1, "the step that had succeeded was not run again"
+    assert verify_run(conn, run_id) == []
+
+
+def test_the_how_it_works_page_draws_the_state_diagram_and_is_linked_from_every_page(client, conn, settings):
+    page = client.get("/how-it-works").get_data(as_text=True)
+    assert '<svg class="states"' in page
+    for state in ("pending", "ready", "running", "succeeded", "dead letter", "cancelled"):
+        assert f">{state}</text>" in page
+    run_id, _ = submit_run(conn, make_run(step("tool_call.a", tool="fetch_data")), settings)
+    for path in ("/", f"/runs/{run_id}", "/dead-letters"):
+        assert 'href="/how-it-works"' in client.get(path).get_data(as_text=True)
 
 
 def test_the_preview_fills_the_advanced_box_with_the_selected_workflow(client):

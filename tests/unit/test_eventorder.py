@@ -1,9 +1,11 @@
-"""The live stream's in-order delivery over audit ids that commit out of order (no database)."""
+"""In-order delivery over audit ids that commit out of order (no database): the one tracker behind
+the web app's live stream and `engine watch`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.gaps import GapTracker
+from engine.eventorder import GapTracker
+from tests.helpers import FakeClock
 
 
 @dataclass
@@ -11,12 +13,8 @@ class Row:
     id: int
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+def Clock() -> FakeClock:  # noqa: N802 - reads as the class it returns
+    return FakeClock(100.0)
 
 
 def ids(rows: list[Row]) -> list[int]:
@@ -71,3 +69,13 @@ def test_ids_missing_at_start_are_held_like_any_gap():
     assert ids(tracker.accept([Row(9)])) == []
     clock.now += 2
     assert ids(tracker.accept([Row(9)])) == [9]
+
+
+def test_a_late_committing_lower_id_is_delivered_once_in_order_and_nothing_twice():
+    clock = Clock()
+    tracker = GapTracker(0, gap_seconds=2, clock=clock)
+    assert ids(tracker.accept([Row(1), Row(3)])) == [1]       # 2 still committing: 3 waits
+    clock.advance(1)
+    assert ids(tracker.accept([Row(2), Row(3), Row(4)])) == [2, 3, 4]
+    assert ids(tracker.accept([Row(3), Row(4)])) == []        # re-read rows are not delivered again
+    assert tracker.horizon == 4 and not tracker.waiting
