@@ -318,7 +318,7 @@ class Worker:
         while True:
             try:
                 return store.step_record_and_claim(self.recorder.get(), self.name, self.worker_id or 0, batch,
-                                                   limit, self.settings.lease_seconds, announce=True, tools=self.tools)
+                                                   limit, self.settings.lease_seconds, True, self.tools)  # announce, routed
             except StopRequested:
                 break
             except StoreUnavailable as exc:
