@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -19,7 +20,11 @@ from app.state import AppState
 from engine.config import Settings
 from engine.store import make_pool
 
-ROOT_FOLDERS = {"template_folder": "../templates", "static_folder": "../static"}
+# In a checkout, templates/ and static/ sit beside app/; `pip install .` ships them inside the
+# package as app/_templates and app/_static (pyproject.toml's package-dir).
+_INSTALLED = not (Path(__file__).resolve().parent.parent / "templates").is_dir()
+ROOT_FOLDERS = ({"template_folder": "_templates", "static_folder": "_static"} if _INSTALLED
+                else {"template_folder": "../templates", "static_folder": "../static"})
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

@@ -20,6 +20,7 @@ from engine.eventorder import parse_after
 from engine.model import RunStatus, StepStatus
 from engine.store.dashboard import database_ping
 from engine.store.streams import run_usage
+from engine.store.tools import steps_waiting_for_tool
 from engine.submit import submit_run
 from engine.wire import event_to_api, run_to_api, worker_to_api
 
@@ -47,9 +48,11 @@ def submit() -> tuple[Response, int]:
 def run_status(run_id: UUID) -> Response:
     with db() as conn:
         run = store.run_get(conn, run_id)
-        # Runs with LLM steps also carry their usage, cost and budget.
+        # Runs with LLM steps also carry their usage, cost and budget; a ready step whose tool no
+        # live worker offers says so.
         usage = run_usage(conn, run_id) if any(s.kind == "llm_call" for s in run.steps) else None
-    return jsonify(run_to_api(run, usage))
+        waiting = steps_waiting_for_tool(conn, run_id) if run.status == RunStatus.RUNNING else {}
+    return jsonify(run_to_api(run, usage, waiting))
 
 
 @bp.get("/api/runs/<uuid:run_id>/events")

@@ -17,9 +17,11 @@ from app.primitives_view import collapse_map_children, primitives_context
 from app.state import state
 from app.timeline import NARROW, timeline_picture
 from engine import store
-from engine.model import Event, Run, Step, StepStatus, WorkerStatus
+from engine.model import Event, Run, RunStatus, Step, StepStatus, WorkerStatus
 from engine.store.dashboard import dead_letters_list, queue_snapshot, step_leases, worker_events_between
 from engine.store.runs import steps_by_id
+from engine.store.tools import steps_waiting_for_tool
+from engine.wire import waiting_reason
 
 FEED_LENGTH = 40
 RUN_LOG_LENGTH = 1000
@@ -90,8 +92,10 @@ def run_picture_context(conn: psycopg.Connection, run: Run, events: list[Event])
     markers = worker_events_between(conn, lanes, run.created_at, run.finished_at or now)
     last_worker = {e.step_id: e.worker for e in events if e.type == "step_started"}
     blocked = blocked_steps(run.steps)
+    waiting = steps_waiting_for_tool(conn, run.id) if run.status == RunStatus.RUNNING else {}
     steps = [{**vars(s), "display_status": display_status(s, blocked, run.status), "seconds": _seconds(s, now),
-              "worker": s.worker or last_worker.get(s.id)} for s in run.steps]
+              "worker": s.worker or last_worker.get(s.id),
+              "waiting": waiting_reason(waiting[s.id]) if s.id in waiting else None} for s in run.steps]
     counts: dict[str, int] = {}
     for step in steps:
         counts[step["display_status"]] = counts.get(step["display_status"], 0) + 1

@@ -109,6 +109,8 @@ def event_text(event: Event) -> str:
         return f"{detail.get('key')} paused {detail.get('retryAfterSeconds')}s (429 Retry-After)"
     if event.type == "worker_kill_requested":
         return f"pid {detail.get('pid')} via {detail.get('via')}"
+    if event.type == "step_log":  # a tool's own words: shown as text, like an LLM's (autoescaped)
+        return f"{detail.get('level', 'info')}: {detail.get('message', '')}"
     if event.type in ("worker_started", "worker_lost"):
         return f"pid {detail['pid']}" if detail.get("pid") else ""
     return ""

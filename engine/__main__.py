@@ -1,7 +1,8 @@
-"""`python -m engine COMMAND`: submit, status, events, cancel, redrive, verify, watch, signal, rerun.
+"""`python -m engine COMMAND`: submit, status, events, cancel, redrive, verify, watch, signal, rerun, tools.
 
 Output is JSON (or JSON lines) in the shapes of the HTTP API; errors print a message on stderr and
-exit non-zero (1 for a refused request, 2 for bad usage or an unreachable database).
+exit non-zero (1 for a refused request, 2 for bad usage or an unreachable database). Every command
+goes through `engine.client.Client`, the same client `durable_agent` gives Python code.
 """
 from __future__ import annotations
 
@@ -13,13 +14,10 @@ from typing import Any
 
 import psycopg
 
-from engine import store
+from engine.client import Client
 from engine.config import Settings
 from engine.errors import EngineError, StoreUnavailable
-from engine.eventorder import RunFollower
 from engine.model import Event, RunStatus
-from engine.rerun import rerun_run
-from engine.submit import submit_run
 from engine.verify import verify_all, verify_run
 from engine.wire import event_to_api, run_to_api, signal_to_api
 
@@ -28,44 +26,59 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, default=str))
 
 
-def cmd_submit(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EngineError(f"{args.file}: not valid JSON ({exc})") from None
-    run_id, created = submit_run(conn, body, settings)
+    if not isinstance(body, dict):
+        raise EngineError(f"{args.file}: the run must be a JSON object")
+    run_id, created = client.submit_created(body)
     print(run_id)
     if not created:
         print(f"run {run_id} already exists for this idempotency key", file=sys.stderr)
     return 0
 
 
-def cmd_status(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    _print_json(run_to_api(store.run_get(conn, args.run_id)))
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    _print_json(run_to_api(client.get(args.run_id)))
     return 0
 
 
-def cmd_events(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    store.run_get(conn, args.run_id)  # a clear "no run" instead of an empty list
-    for event in store.events_after(conn, args.run_id, args.after, limit=1_000_000):
+def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    for event in client.events(args.run_id, args.after):
         _print_json(event_to_api(event))
     return 0
 
 
-def cmd_cancel(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    cancelled = store.run_cancel(conn, args.run_id, by="cli")
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    cancelled = client.cancel(args.run_id)
     print(f"run {args.run_id} cancelled ({cancelled} step(s) cancelled)")
     return 0
 
 
-def cmd_redrive(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    run_id = store.step_redrive(conn, args.step_id, by="cli")
+def cmd_redrive(client: Client, args: argparse.Namespace) -> int:
+    run_id = client.redrive(args.step_id)
     print(f"step {args.step_id} redriven; run {run_id} is running")
     return 0
 
 
-def cmd_verify(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_tools(client: Client, args: argparse.Namespace) -> int:
+    """The tools submission accepts, one per line; with --wait, first wait until live workers offer them."""
+    if args.wait:
+        try:
+            client.wait_for_tools(args.wait, timeout=args.timeout)
+        except TimeoutError as exc:
+            raise EngineError(str(exc)) from None
+    live = set(client.tools(live=True))
+    for name in client.tools():
+        print(name if name in live else f"{name} (no live worker)")
+    return 0
+
+
+def cmd_verify(client: Client, args: argparse.Namespace) -> int:
+    conn = client.conn
     problems = {args.run_id: verify_run(conn, args.run_id)} if args.run_id else verify_all(conn)
     problems = {run: found for run, found in problems.items() if found}
     for run, found in problems.items():
@@ -90,24 +103,14 @@ def format_event(event: Event) -> str:
     return " ".join(parts)
 
 
-def cmd_watch(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
-    """Print the run's events as they happen; exit when the run is terminal. LISTEN wakes it up,
-    and it polls anyway, so a lost notification costs latency only."""
-    store.run_get(conn, args.run_id)
-    store.listen(conn, store.EVENTS_CHANNEL)
-    watch = RunFollower(args.run_id, after=args.after)
-    events = watch.start(conn)
-    while True:
-        for event in events:
-            print(format_event(event), flush=True)
-        status = store.run_get(conn, args.run_id).status
-        if status.terminal:
-            for event in watch.finish(conn):
-                print(format_event(event), flush=True)
-            print(f"run {args.run_id} {status}", flush=True)
-            return 0 if status == RunStatus.COMPLETED else 3
-        store.wait_for_notify(conn, 1.0)
-        events = watch.poll(conn)
+def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    """Print the run's events as they happen; exit when the run is terminal (Client.watch: LISTEN
+    wakes it up, and it polls anyway, so a lost notification costs latency only)."""
+    for event in client.watch(args.run_id, args.after):
+        print(format_event(event), flush=True)
+    status = client.get(args.run_id).status
+    print(f"run {args.run_id} {status}", flush=True)
+    return 0 if status == RunStatus.COMPLETED else 3
 
 
 def _cli_sender() -> str:
@@ -118,30 +121,30 @@ def _cli_sender() -> str:
         return "cli"
 
 
-def cmd_signal(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_signal(client: Client, args: argparse.Namespace) -> int:
     try:
         payload = json.loads(args.data)
     except json.JSONDecodeError as exc:
         raise EngineError(f"--data is not valid JSON ({exc})") from None
     if not isinstance(payload, dict):
         raise EngineError("--data must be a JSON object")
-    outcome = store.step_signal(conn, args.run_id, args.step_name, payload, sender=_cli_sender())
+    outcome = client.signal(args.run_id, args.step_name, payload, sender=_cli_sender())
     _print_json(signal_to_api(args.run_id, args.step_name, outcome))
     return 0
 
 
-def cmd_rerun(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+def cmd_rerun(client: Client, args: argparse.Namespace) -> int:
     try:
         override = json.loads(args.input) if args.input else None
     except json.JSONDecodeError as exc:
         raise EngineError(f"--input is not valid JSON ({exc})") from None
-    print(rerun_run(conn, args.run_id, args.from_step, override, settings, client="cli"))
+    print(client.rerun(args.run_id, args.from_step, override))
     return 0
 
 
 COMMANDS = {"signal": cmd_signal, "rerun": cmd_rerun,
             "submit": cmd_submit, "status": cmd_status, "events": cmd_events, "cancel": cmd_cancel,
-            "redrive": cmd_redrive, "verify": cmd_verify, "watch": cmd_watch}
+            "redrive": cmd_redrive, "verify": cmd_verify, "watch": cmd_watch, "tools": cmd_tools}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="print a run's events live until it is terminal (exit 0 if completed)")
     watch.add_argument("run_id")
     watch.add_argument("--after", type=int, default=0)
+    tools = sub.add_parser("tools", help="the tools runs may use (built-ins and those workers offered)")
+    tools.add_argument("--wait", nargs="+", metavar="TOOL", help="first wait until live workers offer these")
+    tools.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     return parser
 
 
@@ -175,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        with store.connect(settings.database_url, application_name=f"engine-{args.command}") as conn:
-            return COMMANDS[args.command](conn, settings, args)
+        with Client(settings=settings, actor="cli") as client:
+            return COMMANDS[args.command](client, args)
     except StoreUnavailable as exc:
         print(f"error: database unavailable: {str(exc.__cause__ or exc).strip()}", file=sys.stderr)
         return 2

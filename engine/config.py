@@ -133,6 +133,9 @@ class Settings:
         "env": "LLM_API_KEY", "help": "Bearer token sent to LLM_BASE_URL."})
     llm_model: str = field(default="gpt-4o-mini", metadata={
         "env": "LLM_MODEL", "help": "Model name sent to LLM_BASE_URL."})
+    tool_modules: str = field(default="", metadata={
+        "env": "TOOL_MODULES", "help": "Comma-separated import paths of users' tool modules a worker loads "
+        "(as well as `--tools`); a module that fails to import stops the worker."})
     llm_offline_tokens_per_second: float = field(default=LLM_OFFLINE_TOKENS_PER_SECOND_DEFAULT, metadata={
         "env": "LLM_OFFLINE_TOKENS_PER_SECOND", "help": "Pace at which the offline model streams its words "
         "(a realistic provider's); 0 streams them all at once."})

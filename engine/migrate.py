@@ -15,7 +15,9 @@ import psycopg
 
 from engine.config import Settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# migrations/ of the checkout; `pip install .` ships the same files as engine/_migrations.
+MIGRATIONS_DIR = next(d for d in (Path(__file__).resolve().parent.parent / "migrations",
+                                  Path(__file__).resolve().parent / "_migrations") if d.is_dir())
 MIGRATION_LOCK_KEY = 7_341_001  # arbitrary, constant: the advisory lock that serialises runners
 EXIT_PENDING = 3
 

@@ -20,6 +20,8 @@ from uuid import UUID
 
 
 class RunStatus(StrEnum):
+    """A run's status; `terminal` once completed, failed or cancelled."""
+
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -31,6 +33,8 @@ class RunStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
+    """A step's status (README, "Step lifecycle")."""
+
     PENDING = "pending"
     READY = "ready"
     RUNNING = "running"

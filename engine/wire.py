@@ -5,6 +5,7 @@ typed records and an API field can only change here.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -39,16 +40,20 @@ def step_to_api(step: Step) -> dict[str, Any]:
             "error": step.error}
 
 
-def run_to_api(run: Run, usage: RunUsage | None = None) -> dict[str, Any]:
+def run_to_api(run: Run, usage: RunUsage | None = None, waiting: Mapping[int, str] | None = None) -> dict[str, Any]:
     """`GET /api/runs/<id>` and `python -m engine status`. A re-run names its source
     (`sourceRunId`); a run ended by something other than its steps says why (`endReason`); with
-    `usage`, each LLM step gets a `usage` and the run its `usage` totals and `budget`."""
+    `usage`, each LLM step gets a `usage` and the run its `usage` totals and `budget`; `waiting`
+    (step id -> tool no live worker offers) gives only those steps a `waiting` reason."""
     body: dict[str, Any] = {"id": str(run.id), "goal": run.goal, "status": run.status.value,
                             "steps": [step_to_api(step) for step in run.steps]}
     if run.source_run_id is not None:
         body["sourceRunId"] = str(run.source_run_id)
     if run.end_reason is not None:
         body["endReason"] = run.end_reason
+    for step in body["steps"]:
+        if waiting and step["id"] in waiting:
+            step["waiting"] = waiting_reason(waiting[step["id"]])
     if usage is not None:
         for step in body["steps"]:
             if step["id"] in usage.steps:
@@ -62,6 +67,11 @@ def signal_to_api(run_id: UUID | str, step_name: str, outcome: SignalOutcome) ->
     """The answer to `POST /api/runs/<id>/signals/<step>` and `python -m engine signal`."""
     return {"runId": str(run_id), "step": step_name, "stepId": outcome.step_id, "status": outcome.status.value,
             "signalId": outcome.signal_id}
+
+
+def waiting_reason(tool: str) -> str:
+    """What the API and the run page say about a ready step whose tool no live worker offers."""
+    return f"no live worker offers tool `{tool}`"
 
 
 def usage_to_api(usage: Usage) -> dict[str, Any]:

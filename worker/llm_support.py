@@ -33,12 +33,14 @@ class LlmSupport:
             limits_configure(conn, self.limits)
             log.info("provider limits: %s", ", ".join(sorted(self.limits)))
 
-    def claim(self, conn: psycopg.Connection, worker: str, worker_id: int, slots: int) -> list[ClaimedStep]:
-        """Claim limited steps (LLM steps, steps with a limitKey) within their limits and budgets."""
+    def claim(self, conn: psycopg.Connection, worker: str, worker_id: int, slots: int,
+              tools: list[str] | None = None) -> list[ClaimedStep]:
+        """Claim limited steps (LLM steps, steps with a limitKey) within their limits and budgets;
+        only of the `tools` this worker offers, like the fast claim."""
         try:
             result = step_claim_limited(conn, worker, worker_id, slots, self.settings.lease_seconds,
                                         self.settings.limit_window_seconds, self.settings.max_parent_bytes,
-                                        self.settings.max_running_steps_per_client)
+                                        self.settings.max_running_steps_per_client, tools)
         except RetryableConflict:
             log.info("deadlock while claiming limited steps; the next loop tries again")
             return []

@@ -69,11 +69,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def make_context(step: ClaimedStep, settings: Settings, record_notification: Callable[[str], bool],
-                 rng: random.Random, connections: ConnectionSource | None = None) -> StepContext:
+                 rng: random.Random, connections: ConnectionSource | None = None,
+                 record_log: Callable[[str, str], bool] | None = None) -> StepContext:
     return StepContext(run_id=step.run_id, step_name=step.name, input=step.input or {},
                        parents=step.parents or {}, attempt=step.attempt, settings=settings,
                        record_notification=record_notification, rng=rng, step_id=step.id,
-                       limit_key=step.limit_key, connections=connections)
+                       limit_key=step.limit_key, connections=connections,
+                       record_log=record_log or (lambda level, message: False))
 
 
 def chaos_rng(settings: Settings, worker_name: str) -> random.Random:

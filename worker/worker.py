@@ -19,7 +19,10 @@ from engine.errors import RetryableConflict, StoreUnavailable
 from engine.store import ClaimedStep, StepResult
 from engine.store.events import STEPS_READY_CHANNEL, listen
 from engine.store.notifications import notification_record
-from engine.tools import StepContext
+from engine.store.steplog import step_log
+from engine.store.tools import tools_offer
+from engine.tools import StepContext, tool_names
+from engine.tools.registry import registered_tools
 from worker.connections import LIVENESS_RECONNECT_MAX_SECONDS, ReconnectingConnection, StopRequested
 from worker.inflight import InFlight, InFlightTable
 from worker.llm_support import LlmSupport
@@ -42,6 +45,9 @@ class Worker:
         self.settings = settings
         self.name = name
         self.concurrency = max(1, concurrency or settings.worker_concurrency)
+        # What this worker offers: the built-ins plus the users' tools imported before it was built
+        # (worker/__main__.py loads TOOL_MODULES first). The claim only takes steps of these tools.
+        self.tools = sorted(tool_names())
         self.worker_id: int | None = None
         self.table = InFlightTable(self.concurrency)
         self.chaos_rng = chaos_rng(settings, name)
@@ -56,8 +62,8 @@ class Worker:
         url = settings.database_url
         self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect,
                                                max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
-        self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown)
-        self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
+        self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown, store.step_claim_session)
+        self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown, store.step_claim_session)
         self.side_effects = ToolDatabase(url, f"{name}:tools", self.shutdown)
         # One record transaction at a time on the recorder connection: whoever holds this lock
         # records (see docs/ARCHITECTURE.md, "Same-slot hand-off").
@@ -87,7 +93,8 @@ class Worker:
 
     def _on_liveness_connect(self, conn: psycopg.Connection) -> None:
         if self.worker_id is None:
-            self.worker_id = store.worker_register(conn, self.name, socket.gethostname(), os.getpid())
+            tools_offer(conn, {name: spec.defaults for name, spec in registered_tools().items()})
+            self.worker_id = store.worker_register(conn, self.name, socket.gethostname(), os.getpid(), self.tools)
         else:  # reconnected after an outage: same incarnation, take the lock again
             store.worker_lock_liveness(conn, self.worker_id)
             store.worker_touch(conn, self.worker_id)
@@ -152,8 +159,9 @@ class Worker:
                 claimed = store.step_claim(self.claimer.get(), self.name, self.worker_id or 0, free,
                                            self.settings.lease_seconds,
                                            client_cap=self.settings.max_running_steps_per_client,
-                                           parent_bytes=self.settings.max_parent_bytes)
-                claimed += self.llm.claim(self.claimer.get(), self.name, self.worker_id or 0, free - len(claimed))
+                                           parent_bytes=self.settings.max_parent_bytes, tools=self.tools)
+                claimed += self.llm.claim(self.claimer.get(), self.name, self.worker_id or 0, free - len(claimed),
+                                          self.tools)
             except StopRequested:
                 return 0
             except StoreUnavailable as exc:
@@ -173,7 +181,8 @@ class Worker:
             return self.settings.poll_seconds
         limited = self.llm.wait_seconds(self.settings.poll_seconds)
         try:
-            until = store.step_seconds_until_ready(self.claimer.conn, self.settings.max_running_steps_per_client)
+            until = store.step_seconds_until_ready(self.claimer.conn, self.settings.max_running_steps_per_client,
+                                                   self.tools)
         except StoreUnavailable as exc:
             self.claimer.broken(exc)
             return 0.1
@@ -186,7 +195,8 @@ class Worker:
 
     def _context(self, step: ClaimedStep) -> StepContext:
         ctx = make_context(step, self.settings, lambda message: self._record_notification(step, message, ctx.cancelled),
-                           self.chaos_rng, self.llm.pool.connection)
+                           self.chaos_rng, self.llm.pool.connection,
+                           lambda level, message: self._record_log(step, level, message, ctx.cancelled))
         return ctx
 
     def _slot_loop(self) -> None:
@@ -231,6 +241,14 @@ class Worker:
     def _record_notification(self, step: ClaimedStep, message: str, cancelled: threading.Event) -> bool:
         return self.side_effects.call(lambda conn: notification_record(conn, step.idempotency_key, step.run_id,
                                                                        message, step.attempt), cancelled)
+
+    def _record_log(self, step: ClaimedStep, level: str, message: str, cancelled: threading.Event) -> bool:
+        """A `ctx.log` line as a `step_log` event; a lost database costs the line, never the step."""
+        try:
+            return self.side_effects.call(lambda conn: step_log(conn, step.id, step.run_id, step.attempt, self.name,
+                                                                level, message), cancelled)
+        except (StopRequested, StoreUnavailable):
+            return False
 
     def _give_back(self, flight: InFlight, error: str) -> None:
         """The database was unavailable to the step's tool: release the step without using the
@@ -305,7 +323,7 @@ class Worker:
                 return store.step_record_and_claim(
                     self.recorder.get(), self.name, self.worker_id or 0, batch, limit, self.settings.lease_seconds,
                     True, client_cap=self.settings.max_running_steps_per_client,  # True: announce
-                    parent_bytes=self.settings.max_parent_bytes)
+                    parent_bytes=self.settings.max_parent_bytes, tools=self.tools)
             except StopRequested:
                 break
             except StoreUnavailable as exc:

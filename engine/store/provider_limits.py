@@ -21,7 +21,7 @@ from engine.model import ProviderLimit
 from engine.store.budgets import OVER_BUDGET_FILTER, runs_fail_over_budget
 from engine.store.errors import translated
 from engine.store.notify import notify_after_commit
-from engine.store.steps import CLAIM_RESULT, PARENT_BYTES_UNLIMITED, ClaimedStep
+from engine.store.steps import CLAIM_RESULT, PARENT_BYTES_UNLIMITED, TOOL_FILTER, ClaimedStep
 
 LIMIT_FIELDS = {"concurrency": "concurrency", "requestsPerMinute": "requests_per_minute",
                 "tokensPerMinute": "tokens_per_minute"}
@@ -31,12 +31,12 @@ CONCURRENCY_RECHECK_SECONDS = 0.25  # a slot of a full key frees when another wo
 # find no limited step at all, and then cost one round trip.
 _LOOK = ("SELECT coalesce(bool_or(run_at <= now()), false) AS found, "
          "extract(epoch FROM min(run_at) - now())::float8 AS wait "
-         "FROM steps WHERE status = 'ready' AND limit_key IS NOT NULL")
+         "FROM steps WHERE status = 'ready' AND limit_key IS NOT NULL AND " + TOOL_FILTER)
 
 _KEYS = """
 SELECT k.key, coalesce(exact.key, family.key) AS limit_name
 FROM (SELECT DISTINCT limit_key AS key FROM steps
-      WHERE status = 'ready' AND limit_key IS NOT NULL AND run_at <= now()) k
+      WHERE status = 'ready' AND limit_key IS NOT NULL AND run_at <= now() AND """ + TOOL_FILTER + """) k
 LEFT JOIN provider_limits exact ON exact.key = k.key
 LEFT JOIN provider_limits family ON family.key = split_part(k.key, ':', 1)
 """
@@ -58,7 +58,7 @@ WHERE status = 'running' AND limit_held = ANY(%(names)s) GROUP BY limit_held
 _CLAIM = f"""
 WITH picked AS (
     SELECT s.id FROM steps s
-    WHERE s.status = 'ready' AND s.run_at <= now() AND s.limit_key = ANY(%(keys)s)
+    WHERE s.status = 'ready' AND s.run_at <= now() AND s.limit_key = ANY(%(keys)s) AND {TOOL_FILTER}
       AND NOT (s.kind = 'llm_call' AND EXISTS (SELECT 1 FROM run_budgets b WHERE b.run_id = s.run_id AND {OVER_BUDGET_FILTER}))
       -- MAX_RUNNING_STEPS_PER_CLIENT (steps.py): a web client at its cap gets no limited step either.
       -- Checked per candidate, not per batch: a client under the cap can pass it by this batch.
@@ -125,19 +125,20 @@ def _available(row: dict, running: int, slots: int) -> tuple[int, float]:
 @translated
 def step_claim_limited(conn: psycopg.Connection, worker: str, worker_id: int, slots: int, lease_seconds: float,
                        window_seconds: float, parent_bytes: int = PARENT_BYTES_UNLIMITED,
-                       client_cap: int = 0) -> LimitedClaim:
+                       client_cap: int = 0, tools: list[str] | None = None) -> LimitedClaim:
     """Claim up to `slots` steps that have a limit key, within their limits, in one transaction;
-    first fail runs over budget so that none of their LLM steps starts."""
+    first fail runs over budget so that none of their LLM steps starts. With `tools`, only steps
+    whose tool is in it (or that have none) are looked at and claimed, as in `step_claim`."""
     if slots <= 0:
         return LimitedClaim([], None)
-    look = conn.execute(_LOOK).fetchone()
+    look = conn.execute(_LOOK, {"tools": tools}).fetchone()
     if not look["found"]:
         return LimitedClaim([], None if look["wait"] is None else max(0.005, look["wait"]))
     claimed: list[ClaimedStep] = []
     waits: list[float] = []
     with conn.transaction():
         runs_fail_over_budget(conn, worker)
-        keys = conn.execute(_KEYS).fetchall()
+        keys = conn.execute(_KEYS, {"tools": tools}).fetchall()
         groups: dict[str | None, list[str]] = {}
         for row in keys:
             groups.setdefault(row["limit_name"], []).append(row["key"])
@@ -157,11 +158,12 @@ def step_claim_limited(conn: psycopg.Connection, worker: str, worker_id: int, sl
                     continue
             rows = conn.execute(_CLAIM, {"keys": groups[name], "limit": admit, "worker": worker,
                                          "worker_id": worker_id, "lease": lease_seconds, "held": name,
-                                         "parent_bytes": parent_bytes, "client_cap": client_cap}).fetchall()
+                                         "parent_bytes": parent_bytes, "client_cap": client_cap,
+                                         "tools": tools}).fetchall()
             claimed.extend(ClaimedStep(**row) for row in rows)
             if name is not None and (rows or locked[name]["window_over"]):
                 conn.execute(_COUNT_WINDOW, {"reset": locked[name]["window_over"], "n": len(rows), "key": name})
-    later = conn.execute(_LOOK).fetchone()["wait"]
+    later = conn.execute(_LOOK, {"tools": tools}).fetchone()["wait"]
     wait = min([*waits, *([later] if later is not None and later > 0 else [])], default=None)
     return LimitedClaim(claimed, wait)
 

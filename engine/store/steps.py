@@ -15,6 +15,14 @@ from engine.store.errors import translated
 from engine.store.maps import EXPAND_MAPS, ready_count
 from engine.store.notify import notify_after_commit, queue_notify_after_record
 
+# Routing: a worker claims only steps whose tool it offers (`llm_call` steps have no tool and every
+# worker runs them). The filter sits in the claim itself, on rows the `steps_ready` index scan
+# returns in (run_at, id) order, so pools with disjoint tools share one queue without a claim ever
+# taking a step it cannot run. NULL `tools` (tests, tools) means "every tool".
+# The routing filter, shared by every claim path (this one, the record's claim, the limited claim in
+# provider_limits.py) and by the idle waits' look at the queue.
+TOOL_FILTER = "(tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))"
+
 CLAIM_RESULT = """), run_outputs AS (  -- once per run of the batch, not once per step
     SELECT o.run_id, sum(pg_column_size(o.output))::bigint AS bytes FROM steps o
     WHERE o.run_id IN (SELECT DISTINCT run_id FROM claimed) AND o.output IS NOT NULL
@@ -55,6 +63,7 @@ _CLAIM = """
 WITH picked AS (
     SELECT id FROM steps
     WHERE status = 'ready' AND run_at <= now() AND limit_key IS NULL  -- limited: provider_limits.py
+      AND """ + TOOL_FILTER + """
     ORDER BY run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -75,6 +84,7 @@ WITH running AS (
 ), locked AS (
     SELECT s.id, s.run_at, r.client FROM steps s JOIN runs r ON r.id = s.run_id
     WHERE s.status = 'ready' AND s.run_at <= now() AND s.limit_key IS NULL
+      AND """ + TOOL_FILTER + """  -- unqualified `tool` is the step's: runs has none
       AND (r.client IS NULL OR r.client NOT IN (SELECT client FROM running WHERE n >= %(client_cap)s))
     ORDER BY s.run_at, s.id
     LIMIT %(limit)s
@@ -86,6 +96,17 @@ WITH running AS (
     ) x LEFT JOIN running ON running.client = x.client
     WHERE x.client IS NULL OR x.nth + coalesce(running.n, 0) <= %(client_cap)s
 """ + _CLAIM_PICKED
+
+# The planner settings the claim runs under, set once per session on a worker's claim and record
+# connections (`step_claim_session`; setting them per recording transaction cost throughput). The
+# routing filter makes the planner expect few matching ready rows; with stale statistics (a queue
+# table that grew since the last ANALYZE, e.g. a burst on a fresh database) it then preferred a
+# bitmap scan of every ready step plus a sort over the ordered `steps_ready` index scan: 8 ms
+# instead of 0.04 ms per claim with 20,000 ready steps (measured; tests/integration/test_claim_plan.py
+# checks the plan). Both are only discouraged, so a statement that needs a sort still sorts (the
+# audit insert's); the penalty that costs it would trigger JIT compilation (0.6 s), hence jit off.
+_CLAIM_PLANNER = ("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+                  "set_config('jit', 'off', true)")
 
 # One statement records a batch of outcomes: successes promote children whose last parent this
 # was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
@@ -277,17 +298,26 @@ PARENT_BYTES_UNLIMITED = 1 << 62
 
 
 @translated
+def step_claim_session(conn: psycopg.Connection) -> None:
+    """Give a connection that claims (`step_claim`, `step_record_and_claim`) the claim's planner
+    settings for its whole session (a worker's claim and record connections, on every connect)."""
+    conn.execute(_CLAIM_PLANNER.replace(", true)", ", false)"))
+
+
+@translated
 def step_claim(conn: psycopg.Connection, worker: str, worker_id: int, limit: int,
                lease_seconds: float, client_cap: int = 0,
-               parent_bytes: int = PARENT_BYTES_UNLIMITED) -> list[ClaimedStep]:
+               parent_bytes: int = PARENT_BYTES_UNLIMITED, tools: list[str] | None = None) -> list[ClaimedStep]:
     """Claim up to `limit` ready steps in one statement; each claim bumps the attempt (the lease
     token). With `client_cap`, a web client's runs get at most that many running steps; a step
-    whose parents' outputs total more than `parent_bytes` comes without them (`parents` None)."""
+    whose parents' outputs total more than `parent_bytes` comes without them (`parents` None).
+    With `tools`, only steps whose tool is in it (or that have none) are claimed. Call
+    `step_claim_session` on the connection first (see `_CLAIM_PLANNER`)."""
     if limit <= 0:
         return []
     rows = conn.execute(_claim_statement(client_cap), {"limit": limit, "worker": worker, "worker_id": worker_id,
                                                        "lease": lease_seconds, "client_cap": client_cap,
-                                                       "parent_bytes": parent_bytes}).fetchall()
+                                                       "parent_bytes": parent_bytes, "tools": tools}).fetchall()
     return [ClaimedStep(**{k: v for k, v in row.items()}) for row in rows]
 
 
@@ -324,7 +354,8 @@ def finalize_runs(conn: psycopg.Connection, run_ids: list[UUID]) -> list[dict]:
 def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int, results: list[StepResult],
                           limit: int, lease_seconds: float,
                           announce: bool = False, client_cap: int = 0,
-                          parent_bytes: int = PARENT_BYTES_UNLIMITED) -> tuple[RecordSummary, list[ClaimedStep]]:
+                          parent_bytes: int = PARENT_BYTES_UNLIMITED,
+                          tools: list[str] | None = None) -> tuple[RecordSummary, list[ClaimedStep]]:
     """Record a batch and claim up to `limit` ready steps in the same transaction: a child the batch
     made ready can be claimed at once, and the claim costs no commit of its own. Pipelined: one
     round trip instead of six. The runs a batch can touch are its steps' runs (children belong to
@@ -340,7 +371,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         # Inside a caller's transaction (tests compose writes): a savepoint, no wake-up of its own.
         with conn.pipeline(), conn.transaction():
             recorded, expanded, claim = _record_statements(conn, worker, worker_id, params, results, runs, limit,
-                                                          lease_seconds, client_cap, parent_bytes)
+                                                          lease_seconds, client_cap, parent_bytes, tools)
         return _record_outcome(recorded, expanded, claim)
     # One round trip: BEGIN … COMMIT and the wake-up behind it go out together and are answered at
     # one Sync (psycopg's transaction block would sync before and after its COMMIT). After an
@@ -353,7 +384,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
             recorded, expanded, claim = _record_statements(conn, worker, worker_id, params, results, runs, limit,
-                                                          lease_seconds, client_cap, parent_bytes)
+                                                          lease_seconds, client_cap, parent_bytes, tools)
             conn.execute("COMMIT")
             if announce:
                 queue_notify_after_record(conn, runs)
@@ -370,7 +401,8 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
 
 def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, params: dict,
                        results: list[StepResult], runs: list, limit: int, lease_seconds: float,
-                       client_cap: int, parent_bytes: int) -> tuple[psycopg.Cursor, psycopg.Cursor | None, psycopg.Cursor | None]:
+                       client_cap: int, parent_bytes: int,
+                       tools: list[str] | None) -> tuple[psycopg.Cursor, psycopg.Cursor | None, psycopg.Cursor | None]:
     """Queue the record, the map expansion, the runs' lock and finalization, and the claim (pipeline mode)."""
     recorded = conn.execute(_RECORD, params)
     # Only a batch with a map source pays for the expansion statement (~0.1 ms of server time).
@@ -380,7 +412,7 @@ def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, pa
     conn.execute(_FINALIZE_RUNS, {"runs": runs})
     claim = conn.execute(_claim_statement(client_cap), {
         "limit": limit, "worker": worker, "worker_id": worker_id, "lease": lease_seconds,
-        "client_cap": client_cap, "parent_bytes": parent_bytes}) if limit > 0 else None
+        "client_cap": client_cap, "parent_bytes": parent_bytes, "tools": tools}) if limit > 0 else None
     return recorded, expanded, claim
 
 
@@ -417,26 +449,35 @@ def step_release(conn: psycopg.Connection, worker: str, leases: list[tuple[int, 
     return len(rows)
 
 
+# ORDER BY … LIMIT 1, not min(): with the tool filter, min() read every ready step (10 ms at
+# 20,000, on every idle turn of every worker), where the ordered walk of steps_ready stops at the
+# first step this worker may run (0.04 ms).
+_SECONDS_UNTIL_READY = """
+SELECT extract(epoch FROM run_at - now())::float8 AS wait FROM steps
+WHERE status = 'ready' AND limit_key IS NULL AND """ + TOOL_FILTER + """
+ORDER BY run_at, id LIMIT 1
+"""
+
 _SECONDS_UNTIL_READY_CAPPED = """
-SELECT extract(epoch FROM min(s.run_at) - now())::float8 AS wait
+SELECT extract(epoch FROM s.run_at - now())::float8 AS wait
 FROM steps s JOIN runs r ON r.id = s.run_id
-WHERE s.status = 'ready' AND s.limit_key IS NULL
+WHERE s.status = 'ready' AND s.limit_key IS NULL AND """ + TOOL_FILTER + """
   AND (r.client IS NULL OR r.client NOT IN (
       SELECT r2.client FROM steps s2 JOIN runs r2 ON r2.id = s2.run_id
       WHERE s2.status = 'running' AND r2.client IS NOT NULL
       GROUP BY r2.client HAVING count(*) >= %(client_cap)s))
+ORDER BY s.run_at, s.id LIMIT 1
 """
 
 
 @translated
-def step_seconds_until_ready(conn: psycopg.Connection, client_cap: int = 0) -> float | None:
-    """Seconds until the earliest ready step becomes claimable (a retry waiting out its backoff),
-    by the database's clock; None when nothing is ready. Steps with a limit key are not counted:
-    the limited claim has its own wait (provider_limits.py). With `client_cap`, the steps of clients
-    at their cap do not count either: they cannot be claimed now, and a worker must not spin on them."""
-    if client_cap > 0:
-        row = conn.execute(_SECONDS_UNTIL_READY_CAPPED, {"client_cap": client_cap}).fetchone()
-    else:
-        row = conn.execute("SELECT extract(epoch FROM min(run_at) - now())::float8 AS wait "
-                           "FROM steps WHERE status = 'ready' AND limit_key IS NULL").fetchone()
+def step_seconds_until_ready(conn: psycopg.Connection, client_cap: int = 0,
+                             tools: list[str] | None = None) -> float | None:
+    """Seconds until the earliest ready step this worker can run (`tools` as in `step_claim`) becomes
+    claimable (a retry waiting out its backoff), by the database's clock; None when nothing is
+    ready. Steps with a limit key are not counted: the limited claim has its own wait
+    (provider_limits.py). Steps of tools it does not offer, and with `client_cap` the steps of
+    clients at their cap, do not count either: it cannot claim them now, and must not spin on them."""
+    statement = _SECONDS_UNTIL_READY_CAPPED if client_cap > 0 else _SECONDS_UNTIL_READY
+    row = conn.execute(statement, {"client_cap": client_cap, "tools": tools}).fetchone()
     return row["wait"] if row else None

@@ -16,7 +16,7 @@ LIVENESS_LOCK_CLASS = 7_341_002  # first key of the two-key advisory lock; the s
 
 _REGISTER = """
 WITH w AS (
-    INSERT INTO workers (name, host, pid) VALUES (%(name)s, %(host)s, %(pid)s) RETURNING id
+    INSERT INTO workers (name, host, pid, tools) VALUES (%(name)s, %(host)s, %(pid)s, %(tools)s) RETURNING id
 ), audit AS (
     INSERT INTO audit_log (worker, event, detail)
     SELECT %(name)s, 'worker_started', jsonb_build_object('pid', %(pid)s, 'host', %(host)s::text, 'incarnation', id)
@@ -27,10 +27,11 @@ SELECT w.id, pg_advisory_lock(%(lock_class)s, w.id::int) IS NOT NULL AS locked F
 
 
 @translated
-def worker_register(conn: psycopg.Connection, name: str, host: str, pid: int) -> int:
+def worker_register(conn: psycopg.Connection, name: str, host: str, pid: int, tools: list[str] | None = None) -> int:
     """Register a new incarnation and take its liveness lock in the same statement, so the reaper
-    never sees the row without the lock. `conn` must be the dedicated liveness connection."""
-    row = conn.execute(_REGISTER, {"name": name, "host": host, "pid": pid,
+    never sees the row without the lock. `conn` must be the dedicated liveness connection. `tools`
+    are the tool names it offers (what the API reads to explain a step that waits for a tool)."""
+    row = conn.execute(_REGISTER, {"name": name, "host": host, "pid": pid, "tools": sorted(tools or []),
                                    "lock_class": LIVENESS_LOCK_CLASS}).fetchone()
     notify_after_commit(conn, steps_ready=False)  # autocommit: the statement has committed
     return row["id"]

@@ -1,10 +1,12 @@
-"""Step handlers: the registry of tools, the context a handler receives, and the chaos knobs.
+"""Step handlers: the context a handler receives, dispatch to the built-in or a user's tool, and
+the chaos knobs. Users' tools are registered with `@tool` (`engine.tools.registry`).
 
 A handler is `handler(ctx) -> dict`. It may raise `PermanentError` (dead-letter now), `RetryAfter`
 (retry after a given delay) or any other exception (a transient failure, retried with backoff).
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from engine.config import Settings
+from engine.errors import PermanentError
 
 if TYPE_CHECKING:
     import psycopg
@@ -25,10 +28,58 @@ class TransientToolError(Exception):
     """A failure worth retrying (the chaos knobs raise it)."""
 
 
+MAX_LOG_LINES_PER_ATTEMPT = 100  # the audit log is shared by every run: a chatty tool must not flood it
+MAX_LOG_CHARS = 2000
+
+
+class StepLogger:
+    """`ctx.log`: writes `step_log` events (detail `{level, message}`) to the run's event log, fenced
+    by the attempt (a zombie attempt's lines are dropped), and to the worker's own log. Use it like
+    a `logging.Logger`: `ctx.log.info("fetched %d bytes", n)`. At most 100 lines per attempt."""
+
+    def __init__(self, record: Callable[[str, str], bool], step_name: str) -> None:
+        self._record = record
+        self._step_name = step_name
+        self._written = 0
+        self._local = logging.getLogger("worker.tools")
+
+    def log(self, level: str, message: str, *args: object) -> bool:
+        """Write one line; returns False when it was not written (over the cap, or the attempt was
+        taken away)."""
+        text = (message % args if args else str(message))[:MAX_LOG_CHARS]
+        self._local.log(logging.getLevelName(level.upper()), "%s: %s", self._step_name, text)
+        if self._written >= MAX_LOG_LINES_PER_ATTEMPT:
+            return False
+        self._written += 1
+        return self._record(level, text)
+
+    def debug(self, message: str, *args: object) -> bool:
+        return self.log("debug", message, *args)
+
+    def info(self, message: str, *args: object) -> bool:
+        return self.log("info", message, *args)
+
+    def warning(self, message: str, *args: object) -> bool:
+        return self.log("warning", message, *args)
+
+    def error(self, message: str, *args: object) -> bool:
+        return self.log("error", message, *args)
+
+
 @dataclass
 class StepContext:
-    """What a handler gets: its input, its parents' outputs by step name, and the identity of this
-    attempt (`idempotency_key` is stable across attempts, `attempt` is the fencing token)."""
+    """What a tool's handler gets for one attempt of one step.
+
+    - `input`: the step's `input` object (for a `tool_call`, including `"tool"`).
+    - `parents`: the outputs of the steps it depends on, by step name.
+    - `run_id`, `step_name`, `attempt`: the attempt number is the fencing token; it only grows.
+    - `idempotency_key`: `"{run_id}:{step_name}"`, the same on every attempt: pass it to outside
+      services so a retried side effect happens once.
+    - `cancelled`: a `threading.Event` set when the attempt is taken away (timeout, reclaim, run
+      cancelled); a long handler should check it.
+    - `sleep(seconds)`: sleeps, but wakes and raises as soon as `cancelled` is set.
+    - `log`: a logger whose lines become `step_log` events of the run (see `StepLogger`).
+    """
 
     run_id: UUID
     step_name: str
@@ -44,6 +95,11 @@ class StepContext:
     limit_key: str | None = None
     connections: Callable[[], AbstractContextManager[psycopg.Connection]] | None = None
     rng: random.Random = field(default_factory=random.Random)  # the worker's chaos draws (CHAOS_SEED)
+    record_log: Callable[[str, str], bool] = field(default=lambda level, message: True)
+    log: StepLogger = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log = StepLogger(self.record_log, self.step_name)
 
     @property
     def idempotency_key(self) -> str:
@@ -59,8 +115,10 @@ Handler = Callable[[StepContext], dict]
 
 
 def tool_names() -> set[str]:
+    """The tools this process can run: the built-ins and the users' tools it has imported."""
     from engine.tools.builtin import TOOLS
-    return set(TOOLS)
+    from engine.tools.registry import registered_tools
+    return set(TOOLS) | set(registered_tools())
 
 
 def run_step(kind: str, tool: str | None, ctx: StepContext) -> dict:
@@ -70,16 +128,19 @@ def run_step(kind: str, tool: str | None, ctx: StepContext) -> dict:
         from engine.primitives import collect_map_outputs
         return collect_map_outputs(ctx.step_name, ctx.parents)
     if kind == "wait":  # a redriven wait would get here; waits are resolved by signals only
-        from engine.errors import PermanentError
         raise PermanentError("a wait step is resolved by a signal, never by a worker")
     apply_chaos(ctx)
     if kind == "llm_call":
         from engine.tools.llm import llm_call
         return llm_call(ctx)
     from engine.tools.builtin import TOOLS
-    if tool not in TOOLS:
-        raise ValueError(f"unknown tool {tool!r}")
-    return TOOLS[tool](ctx)
+    if tool in TOOLS:
+        return TOOLS[tool](ctx)
+    from engine.tools.registry import get_tool, run_handler
+    spec = get_tool(tool or "")
+    if spec is None:  # the claim only hands out offered tools, so this is a routing bug: say so
+        raise PermanentError(f"this worker does not offer tool {tool!r}")
+    return run_handler(spec, ctx)
 
 
 def apply_chaos(ctx: StepContext) -> None:

@@ -9,9 +9,11 @@ import pytest
 from engine import store
 from engine.errors import PermanentError
 from engine.model import Event, Run, RunStatus
+from engine.store.tools import tools_offer
 from engine.submit import submit_run
 from engine.tools import StepContext
 from engine.tools.builtin import TOOLS
+from engine.tools.registry import ToolDefaults
 from engine.verify import verify_run
 from tests.helpers import chain, make_run, step, wait_for
 from worker.worker import Worker
@@ -118,6 +120,7 @@ def test_a_handler_raising_permanent_error_dead_letters_on_attempt_one_with_atte
     # A handler of our own needs the worker in this process: it runs on real Postgres, with its
     # real claim loop, slots, recorder and reaper threads.
     monkeypatch.setitem(TOOLS, "refuse", refuse)
+    tools_offer(conn, {"refuse": ToolDefaults()})  # submission accepts a tool a worker has offered
     body = make_run(step("tool_call.bad", tool="refuse", max_attempts=5),
                     step("tool_call.after_bad", ["tool_call.bad"], tool="transform"),
                     step("tool_call.independent", tool="fetch_data"))

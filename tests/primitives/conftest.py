@@ -10,16 +10,20 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from engine.config import Settings
+from engine.store import connect
+from engine.store.tools import tools_offer
 from engine.tools import StepContext
 from engine.tools.builtin import TOOLS
+from engine.tools.registry import ToolDefaults
 from worker.worker import Worker
 
 
 class ToolCalls:
     """Registered test tools and the calls each step name made to them."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
         self.monkeypatch = monkeypatch
+        self.database_url = database_url
         self.calls: Counter[str] = Counter()
         self.lock = threading.Lock()
 
@@ -29,11 +33,13 @@ class ToolCalls:
                 self.calls[ctx.step_name] += 1
             return handler(ctx)
         self.monkeypatch.setitem(TOOLS, name, counted)
+        with connect(self.database_url) as conn:  # submission accepts only tools some worker offered
+            tools_offer(conn, {name: ToolDefaults()})
 
 
 @pytest.fixture
-def tools(monkeypatch: pytest.MonkeyPatch) -> ToolCalls:
-    return ToolCalls(monkeypatch)
+def tools(monkeypatch: pytest.MonkeyPatch, db_url: str) -> ToolCalls:
+    return ToolCalls(monkeypatch, db_url)
 
 
 @pytest.fixture

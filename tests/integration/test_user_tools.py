@@ -1,0 +1,154 @@
+"""Users' tools end to end with real worker processes: a throwaway tools package in a temp dir, two
+worker pools with disjoint tools on one database, routing in the claim, refusal at submit, and a
+step that waits (visibly) for its only offering worker to come back."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from app.config import WebSettings
+from engine import store
+from engine.errors import InvalidRun
+from engine.store.tools import steps_waiting_for_tool
+from engine.submit import submit_run
+from tests.chaos.support import assert_invariants, run_events, wait_registered, wait_terminal
+from tests.helpers import FAST_ENV, ROOT, make_run, step, wait_for
+from tests.web.support import WEB_TEST_ENV
+
+ALPHA = '''
+"""Alpha pool's tools."""
+from durable_agent import StepContext, tool
+
+
+@tool("alpha", max_attempts=2, timeout_seconds=20, backoff=(0.01, 0.1))
+def alpha(ctx: StepContext) -> dict:
+    ctx.log.info("alpha handling %s (attempt %d)", ctx.step_name, ctx.attempt)
+    if ctx.input.get("failFirst") and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {"items": [{"id": ctx.step_name, "topic": "alpha", "score": 50}], "key": ctx.idempotency_key}
+'''
+
+BETA = '''
+"""Beta pool's tools: an async one."""
+import asyncio
+
+from durable_agent import PermanentError, StepContext, tool
+
+
+@tool("beta")
+async def beta(ctx: StepContext) -> dict:
+    await asyncio.sleep(0.01)
+    if ctx.input.get("refuse"):
+        raise PermanentError("beta refuses")
+    return {"parents": sorted(ctx.parents), "items": [{"id": "b", "topic": "beta", "score": 70}]}
+'''
+
+
+@pytest.fixture
+def tools_dir(tmp_path: Path) -> Path:
+    package = tmp_path / "tools_pkg"
+    package.mkdir()
+    (package / "alpha_tools.py").write_text(ALPHA)
+    (package / "beta_tools.py").write_text(BETA)
+    (package / "broken_tools.py").write_text("import this_module_does_not_exist\n")
+    return package
+
+
+@pytest.fixture
+def pools(conn, spawn, tools_dir):  # noqa: ANN201 - (alpha worker, beta worker)
+    path = f"{tools_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    alpha = spawn("alpha-1", 2, TOOL_MODULES="alpha_tools", PYTHONPATH=path)
+    beta = spawn("beta-1", 2, TOOL_MODULES="beta_tools", PYTHONPATH=path)
+    wait_registered(conn, alpha, beta)
+    return alpha, beta
+
+
+def mixed_run(index: int) -> dict:
+    return make_run(
+        step("tool_call.a", tool="alpha", failFirst=index == 0),
+        step("tool_call.f", tool="fetch_data", query=f"q{index}"),
+        step("tool_call.b", ["tool_call.a", "tool_call.f"], tool="beta"),
+        step("tool_call.t", ["tool_call.b"], tool="transform"),
+        step("llm_call.sum", ["tool_call.t", "tool_call.a"]),
+        goal=f"mixed {index}")
+
+
+def test_two_pools_each_claim_only_the_steps_of_their_tools(conn, settings, pools):
+    alpha, beta = pools
+    run_ids = [submit_run(conn, mixed_run(i), settings)[0] for i in range(6)]
+    statuses = wait_terminal(conn, run_ids, 60)
+    assert set(statuses.values()) == {"completed"}, statuses
+
+    offered_by = {"alpha": {alpha.name}, "beta": {beta.name}}
+    for run_id in run_ids:
+        run = store.run_get(conn, str(run_id))
+        tools = {s.id: s.tool for s in run.steps}
+        for started in run_events(conn, run_id, "step_started"):
+            allowed = offered_by.get(tools[started.step_id], {alpha.name, beta.name})
+            assert started.worker in allowed, f"{started.step} ran on {started.worker}"
+        a = next(s for s in run.steps if s.name == "tool_call.a")
+        assert a.max_attempts == 2  # the tool's declared default reached the step
+        b = next(s for s in run.steps if s.name == "tool_call.b")
+        assert b.output["parents"] == ["tool_call.a", "tool_call.f"]  # async handler, parents by name
+        logs = [e for e in run_events(conn, run_id, "step_log") if e.step_id == a.id]
+        assert [e.detail["message"] for e in logs][-1] == f"alpha handling tool_call.a (attempt {a.attempt})"
+        assert all(e.worker == alpha.name and e.detail["level"] == "info" for e in logs)
+    first = store.run_get(conn, str(run_ids[0])).steps[0]
+    assert first.attempt == 2  # failFirst: retried with the tool's backoff, on the alpha pool
+    assert_invariants(conn, run_ids)
+
+
+def test_a_tool_nobody_offers_is_refused_at_submit_with_the_known_tools(conn, settings, pools):
+    with pytest.raises(InvalidRun) as refused:
+        submit_run(conn, make_run(step("tool_call.g", tool="gamma")), settings)
+    message = str(refused.value)
+    assert "unknown tool 'gamma'" in message
+    assert all(name in message for name in ("alpha", "beta", "fetch_data", "notify", "sleep", "transform"))
+    assert store.run_ids(conn) == []
+
+
+def test_a_step_whose_only_worker_died_waits_visibly_and_completes_when_one_returns(conn, settings, pools):
+    alpha, beta = pools
+    alpha.kill()
+    run_id, _ = submit_run(conn, make_run(step("tool_call.f", tool="fetch_data"),
+                                          step("tool_call.a", ["tool_call.f"], tool="alpha")), settings)
+    waiting_step = wait_for(lambda: steps_waiting_for_tool(conn, run_id), 30, "the alpha step to wait")
+    assert list(waiting_step.values()) == ["alpha"]
+
+    flask_app = create_app({"settings": settings, "web": WebSettings.from_env(WEB_TEST_ENV), "TESTING": True})
+    try:
+        web = flask_app.test_client()
+        body = web.get(f"/api/runs/{run_id}").get_json()
+        by_name = {s["name"]: s for s in body["steps"]}
+        assert by_name["tool_call.a"]["status"] == "ready"
+        assert by_name["tool_call.a"]["waiting"] == "no live worker offers tool `alpha`"
+        assert "waiting" not in by_name["tool_call.f"]
+        page = web.get(f"/runs/{run_id}").get_data(as_text=True)
+        assert "Waiting: no live worker offers tool `alpha`" in page
+    finally:
+        flask_app.extensions["dae"].broadcaster.stop()
+        flask_app.extensions["dae"].pool.close()
+
+    alpha.log.close()
+    alpha.start()
+    assert wait_terminal(conn, [run_id], 30)[str(run_id)] == "completed"
+    started = [e for e in run_events(conn, run_id, "step_started") if e.step == "tool_call.a"]
+    assert [e.worker for e in started] == [alpha.name]
+    assert steps_waiting_for_tool(conn, run_id) == {}
+    assert_invariants(conn, [run_id])
+
+
+def test_a_tool_module_that_fails_to_import_stops_the_worker_before_it_registers(conn, db_url, tools_dir):
+    env = {**os.environ, **FAST_ENV, "DATABASE_URL": db_url,
+           "PYTHONPATH": f"{tools_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TOOL_MODULES": "alpha_tools"}
+    done = subprocess.run([sys.executable, "-m", "worker", "--name", "broken", "--tools", "beta_tools,broken_tools"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot load tool module 'broken_tools': ModuleNotFoundError" in done.stderr
+    assert "this_module_does_not_exist" in done.stderr and "worker broken not started" in done.stderr
+    assert store.workers_list(conn, include_gone=True) == []
