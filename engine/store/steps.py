@@ -147,7 +147,9 @@ WITH raw AS (
 ), discarded AS (
     SELECT s.run_id, s.id, i.attempt, i.ok, s.status AS current_status, s.attempt AS current_attempt
     FROM input i JOIN steps s ON s.id = i.id
-    WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = i.id)
+    -- The batch's rows by primary key: as a plain join the planner hashed every step of the table.
+    WHERE s.id = ANY (ARRAY(SELECT id FROM input))
+      AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = i.id)
       AND NOT EXISTS (SELECT 1 FROM failed WHERE failed.id = i.id)
 ), audit AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
