@@ -24,21 +24,25 @@ from engine.store.notify import notify_after_commit, queue_notify_after_record
 TOOL_FILTER = "(tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))"
 
 CLAIM_RESULT = """), run_outputs AS (  -- once per run of the batch, not once per step
-    SELECT o.run_id, sum(pg_column_size(o.output))::bigint AS bytes FROM steps o
-    WHERE o.run_id IN (SELECT DISTINCT run_id FROM claimed) AND o.output IS NOT NULL
-    GROUP BY o.run_id
+    -- A correlated subquery per run, so it is an index scan of that run's steps whatever the
+    -- planner thinks of the table (as a join it became a scan of every step on small tables).
+    SELECT r.run_id, (SELECT sum(pg_column_size(o.output))::bigint FROM steps o
+                      WHERE o.run_id = r.run_id AND o.output IS NOT NULL) AS bytes
+    FROM (SELECT DISTINCT run_id FROM claimed) r
 )
 SELECT c.*, CASE WHEN pp.bytes > %(parent_bytes)s THEN NULL ELSE coalesce(pp.outputs, '{}'::jsonb) END AS parents,
        coalesce(pp.bytes, 0) AS parents_bytes, coalesce(ro.bytes, 0) AS run_output_bytes,
-       EXISTS (SELECT 1 FROM steps m WHERE m.map_source_id = c.id) AS feeds_map
+       fm.id IS NOT NULL AS feeds_map
 FROM claimed c
 LEFT JOIN run_outputs ro ON ro.run_id = c.run_id
 LEFT JOIN LATERAL (SELECT jsonb_object_agg(p.name, p.output) AS outputs,
                           sum(octet_length(p.output::text))::bigint AS bytes
                    FROM step_deps d JOIN steps p ON p.id = d.depends_on
                    WHERE d.step_id = c.id) pp ON true
+-- A probe of the small partial index steps_map_source per claimed step (as EXISTS it was hashed:
+-- a scan of every step per claim).
+LEFT JOIN LATERAL (SELECT m.id FROM steps m WHERE m.map_source_id = c.id LIMIT 1) fm ON true
 """
-
 # What both claims do with the steps they picked: bump the attempt, lease them, audit the start, and
 # return each with its parents' outputs. The parents' outputs are the handler's input: over
 # `parent_bytes` in all (as JSON text) they are not sent at all (parents is NULL, parents_bytes says
@@ -51,7 +55,8 @@ _CLAIM_PICKED = """), claimed AS (
     SET status = 'running', attempt = s.attempt + 1, lease_owner = %(worker)s,
         lease_worker_id = %(worker_id)s, lease_expires_at = now() + make_interval(secs => %(lease)s),
         started_at = now()
-    FROM picked WHERE s.id = picked.id
+    -- By primary key (an index scan) rather than a join the planner hashed over every step.
+    WHERE s.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING s.id, s.run_id, s.name, s.kind, s.tool, s.input, s.attempt, s.attempt_limit,
               s.timeout_seconds, s.backoff_base, s.backoff_max
 ), started AS (
@@ -163,7 +168,9 @@ WITH raw AS (
 ), discarded AS (
     SELECT s.run_id, s.id, i.attempt, i.ok, s.status AS current_status, s.attempt AS current_attempt
     FROM input i JOIN steps s ON s.id = i.id
-    WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = i.id)
+    -- The batch's rows by primary key: as a plain join the planner hashed every step of the table.
+    WHERE s.id = ANY (ARRAY(SELECT id FROM input))
+      AND NOT EXISTS (SELECT 1 FROM done WHERE done.id = i.id)
       AND NOT EXISTS (SELECT 1 FROM failed WHERE failed.id = i.id)
 ), audit AS (
     INSERT INTO audit_log (run_id, step_id, worker, event, attempt, detail)
