@@ -217,13 +217,15 @@ class Worker:
             flight = self._settle(flight, result)
 
     def _settle(self, flight: InFlight, result: StepResult) -> InFlight | None:
-        """Hand the outcome on. When the recorder connection is free, commit it at once from this
-        slot (with whatever else is queued) and return the first step that transaction claimed;
-        when a record is in progress, queue it: the recorder thread batches what piles up."""
+        """Hand the outcome on. When no other handler is executing (a chain's hop) and the recorder
+        connection is free, commit it at once from this slot (with whatever else is queued) and
+        return the first step that transaction claimed. Otherwise queue it: the recorder thread
+        batches what piles up (recording each result the moment it is ready under load made batches
+        small and cost a commit each: ~60 % more record transactions in the throughput bench)."""
         idle = self.table.settle(flight)
         if idle is None:
             return None  # timed out: the timeout is its outcome
-        if not self.record_lock.acquire(blocking=False):
+        if not idle or not self.record_lock.acquire(blocking=False):
             self.table.results.put(result)
             if idle:
                 self.wake.set()  # every slot is free: claim now instead of after the recorder's commit
