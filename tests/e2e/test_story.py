@@ -46,9 +46,10 @@ def test_the_guide_tells_a_first_visitor_what_to_do_and_links_how_it_works(page:
     expect(page.locator("#live-status.on")).to_be_visible()
     guide = page.locator("#guide")
     expect(guide).to_be_in_viewport()
-    for words in ("Flaky tools", "Kill on the highlighted worker", "reclaim", "Redrive"):
+    for words in ("Flaky tools", "Kill on the highlighted worker", "reclaim", "Redrive",
+                  "Research and summarize", "stream", "cost", "Agent with approval", "Approve"):
         expect(guide).to_contain_text(words)
-    for key in ("flaky", "slow", "redrive"):
+    for key in ("flaky", "slow", "redrive", "research", "agent_approval"):
         expect(page.locator(f"input[name=workflow][value={key}]")).to_be_attached()
     expect(page.locator(".intro")).to_contain_text("attempt")
     expect(page.locator("#workers .worker")).to_have_count(2, timeout=20_000)
