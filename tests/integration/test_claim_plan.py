@@ -26,7 +26,8 @@ def claim_plan(conn, tools: list[str] | None) -> str:
     with conn.transaction(force_rollback=True):
         conn.execute(_CLAIM_PLANNER)
         rows = conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + _CLAIM,
-                            {"limit": 8, "worker": "w", "worker_id": 0, "lease": 15, "tools": tools}).fetchall()
+                            {"limit": 8, "worker": "w", "worker_id": 0, "lease": 15, "tools": tools,
+                             "parent_bytes": 1 << 30, "client_cap": 0}).fetchall()
     return "\n".join(row["QUERY PLAN"] for row in rows)
 
 
