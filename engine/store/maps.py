@@ -19,7 +19,7 @@ WITH src AS (
     SELECT m.id AS map_id, m.run_id, m.name, m.tool, m.input, m.max_attempts, m.timeout_seconds,
            m.backoff_base, m.backoff_max, m.delay_seconds, m.limit_key, p.id AS source_id, p.output -> 'items' AS items
     FROM steps m JOIN steps p ON p.id = m.map_source_id
-    WHERE m.map_source_id = ANY(%(ids)s) AND NOT m.map_expanded AND m.status = 'pending'
+    WHERE m.map_source_id = ANY(%(ids)b::bigint[]) AND NOT m.map_expanded AND m.status = 'pending'
       AND p.status = 'succeeded' AND jsonb_typeof(p.output -> 'items') = 'array'
     ORDER BY m.id
     FOR UPDATE OF m

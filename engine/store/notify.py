@@ -32,7 +32,7 @@ SELECT set_config('synchronous_commit', 'off', true),
 _NOTIFY_AFTER_RECORD = """
 SELECT set_config('synchronous_commit', 'off', true),
        pg_notify(%(events)s, ''),
-       CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = ANY(%(runs)s) AND status = 'ready'
+       CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = ANY(%(runs)b::uuid[]) AND status = 'ready'
                                                AND run_at <= now())
             THEN pg_notify(%(ready)s, '') END
 """

@@ -30,16 +30,16 @@ WITH new_steps AS (
                        timeout_seconds, backoff_base, backoff_max, pending_deps)
     SELECT %(run)s, name, kind, tool, input, CASE WHEN deps = 0 THEN 'ready' ELSE 'pending' END,
            max_attempts, max_attempts, timeout, base, cap, deps
-    FROM unnest(%(names)s::text[], %(kinds)s::text[], %(tools)s::text[], %(inputs)s::jsonb[],
-                %(max_attempts)s::int[], %(timeouts)s::float8[], %(bases)s::float8[], %(caps)s::float8[],
-                %(deps)s::int[]) WITH ORDINALITY
+    FROM unnest(%(names)b::text[], %(kinds)b::text[], %(tools)b::text[], %(inputs)b::jsonb[],
+                %(max_attempts)b::int[], %(timeouts)b::float8[], %(bases)b::float8[], %(caps)b::float8[],
+                %(deps)b::int[]) WITH ORDINALITY
         AS t(name, kind, tool, input, max_attempts, timeout, base, cap, deps, ord)
     ORDER BY ord
     RETURNING id, name, status
 ), edges AS (
     INSERT INTO step_deps (step_id, depends_on)
     SELECT child.id, parent.id
-    FROM unnest(%(edge_children)s::text[], %(edge_parents)s::text[]) AS e(child, parent)
+    FROM unnest(%(edge_children)b::text[], %(edge_parents)b::text[]) AS e(child, parent)
     JOIN new_steps child ON child.name = e.child
     JOIN new_steps parent ON parent.name = e.parent
 )

@@ -21,7 +21,7 @@ from engine.store.notify import notify_after_commit, queue_notify_after_record
 # taking a step it cannot run. NULL `tools` (tests, tools) means "every tool".
 # The routing filter, shared by every claim path (this one, the record's claim, the limited claim in
 # provider_limits.py) and by the idle waits' look at the queue.
-TOOL_FILTER = "(tool IS NULL OR %(tools)s::text[] IS NULL OR tool = ANY(%(tools)s::text[]))"
+TOOL_FILTER = "(tool IS NULL OR %(tools)b::text[] IS NULL OR tool = ANY(%(tools)b::text[]))"
 
 CLAIM_RESULT = """), run_outputs AS (  -- once per run of the batch, not once per step
     -- A correlated subquery per run, so it is an index scan of that run's steps whatever the
@@ -118,8 +118,8 @@ _CLAIM_PLANNER = ("SELECT set_config('enable_sort', 'off', true), set_config('en
 # longer matches are audited as discarded.
 _RECORD = """
 WITH raw AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::bool[], %(outputs)s::jsonb[],
-                         %(errors)s::text[], %(delays)s::float8[], %(dead)s::bool[])
+    SELECT * FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(ok)b::bool[], %(outputs)b::jsonb[],
+                         %(errors)b::text[], %(delays)b::float8[], %(dead)b::bool[])
         AS t(id, attempt, ok, output, error, delay, dead)
 ), input AS (
     -- A success that feeds a map step must carry a list `items` within the map's maxItems, or it is
@@ -204,7 +204,7 @@ SELECT (SELECT count(*) FROM promoted WHERE status = 'ready')
 """
 
 _LOCK_RUNS = """
-SELECT id FROM runs WHERE id = ANY(%(runs)s) AND status = 'running' ORDER BY id FOR NO KEY UPDATE
+SELECT id FROM runs WHERE id = ANY(%(runs)b::uuid[]) AND status = 'running' ORDER BY id FOR NO KEY UPDATE
 """
 
 # A run completes when every step succeeded; it fails when nothing is ready, running or waiting and at
@@ -215,7 +215,7 @@ WITH agg AS (
            count(*) FILTER (WHERE status = 'succeeded') AS ok,
            count(*) FILTER (WHERE status IN ('ready', 'running', 'waiting')) AS active,
            count(*) FILTER (WHERE status = 'dead_letter') AS dead
-    FROM steps WHERE run_id = ANY(%(runs)s) GROUP BY run_id
+    FROM steps WHERE run_id = ANY(%(runs)b::uuid[]) GROUP BY run_id
 ), finished AS (
     UPDATE runs r
     SET status = CASE WHEN agg.ok = agg.total THEN 'completed' ELSE 'failed' END, finished_at = now()
@@ -232,7 +232,7 @@ RETURNING run_id, event
 
 _HEARTBEAT = """
 UPDATE steps s SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
+FROM unnest(%(ids)b::bigint[], %(attempts)b::int[]) AS i(id, attempt)
 WHERE s.id = i.id AND s.attempt = i.attempt AND s.status = 'running'
 RETURNING s.id
 """
@@ -242,7 +242,7 @@ WITH released AS (
     UPDATE steps s
     SET status = 'ready', run_at = now(), attempt_limit = s.attempt_limit + 1,
         lease_owner = NULL, lease_worker_id = NULL, lease_expires_at = NULL
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
+    FROM unnest(%(ids)b::bigint[], %(attempts)b::int[]) AS i(id, attempt)
     WHERE s.id = i.id AND s.attempt = i.attempt AND s.status = 'running'
     RETURNING s.id, s.run_id, s.attempt
 )
