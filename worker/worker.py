@@ -63,10 +63,7 @@ class Worker:
         self.liveness = ReconnectingConnection(url, f"{name}:liveness", self.shutdown, self._on_liveness_connect,
                                                max_delay=LIVENESS_RECONNECT_MAX_SECONDS)
         self.claimer = ReconnectingConnection(url, f"{name}:claim", self.shutdown, store.step_claim_session)
-        # Not the claim's planner settings here: with enable_sort/enable_bitmapscan off, the record
-        # statements planned badly as the queue grew (5,000-run throughput bench: 528 steps/s with
-        # them, 5,202 without); the claim inside the record transaction keeps default planning.
-        self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown)
+        self.recorder = ReconnectingConnection(url, f"{name}:record", self.shutdown, store.step_record_session)
         self.side_effects = ToolDatabase(url, f"{name}:tools", self.shutdown)
         # One record transaction at a time on the recorder connection: whoever holds this lock
         # records (see docs/ARCHITECTURE.md, "Same-slot hand-off").

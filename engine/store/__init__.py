@@ -38,6 +38,7 @@ from engine.store.steps import (
     step_claim_session,
     step_heartbeat,
     step_record_and_claim,
+    step_record_session,
     step_release,
     step_seconds_until_ready,
 )
@@ -55,7 +56,8 @@ __all__ = [
     "connection_check", "driver_errors", "pooled", "wait_for_notify",
     "event_latest_id", "events_after", "events_recent", "listen", "make_pool", "notify_after_commit", "reclaim_dead_workers",
     "reclaim_expired_leases", "run_cancel", "run_get", "run_ids", "run_list", "run_submit", "step_claim", "step_claim_session",
-    "step_heartbeat", "step_seconds_until_ready", "steps_by_id", "step_record_and_claim", "step_redrive", "step_release",
+    "step_heartbeat", "step_seconds_until_ready", "steps_by_id", "step_record_and_claim", "step_record_session",
+    "step_redrive", "step_release",
     "worker_lock_liveness", "worker_register", "worker_stopped",
     "worker_touch", "workers_list",
     # agent primitives

@@ -102,8 +102,9 @@ WITH running AS (
     WHERE x.client IS NULL OR x.nth + coalesce(running.n, 0) <= %(client_cap)s
 """ + _CLAIM_PICKED
 
-# The planner settings the claim runs under, set once per session on a worker's claim and record
-# connections (`step_claim_session`; setting them per recording transaction cost throughput). The
+# The planner settings the claim runs under: for the session of a worker's claim connection
+# (`step_claim_session`), and inside a record transaction just before its claim (the record
+# statements before it plan badly under them). The
 # routing filter makes the planner expect few matching ready rows; with stale statistics (a queue
 # table that grew since the last ANALYZE, e.g. a burst on a fresh database) it then preferred a
 # bitmap scan of every ready step plus a sort over the ordered `steps_ready` index scan: 8 ms
@@ -112,6 +113,15 @@ WITH running AS (
 # audit insert's); the penalty that costs it would trigger JIT compilation (0.6 s), hence jit off.
 _CLAIM_PLANNER = ("SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true), "
                   "set_config('jit', 'off', true)")
+
+# Every hot statement is prepared (psycopg prepares a statement after a few executions) and runs
+# with its generic plan. Left to choose, Postgres re-planned the claim on every execution (its
+# custom plan looked cheaper than the generic one): 1.1 ms of planning per claim of ~30 steps, as
+# much as executing it, on every record transaction and so on every hop of a chain (measured with
+# pg_stat_statements.track_planning: 325 plans for 323 claims). A generic plan is re-made when
+# ANALYZE changes the tables' statistics; tests/integration/test_claim_plan.py checks it walks
+# `steps_ready` in order on the claim and on the record connection.
+_GENERIC_PLANS = "SELECT set_config('plan_cache_mode', 'force_generic_plan', false)"
 
 # One statement records a batch of outcomes: successes promote children whose last parent this
 # was; failures go back to ready (with backoff) or to dead_letter; results whose fencing token no
@@ -306,9 +316,19 @@ PARENT_BYTES_UNLIMITED = 1 << 62
 
 @translated
 def step_claim_session(conn: psycopg.Connection) -> None:
-    """Give a connection that claims (`step_claim`, `step_record_and_claim`) the claim's planner
-    settings for its whole session (a worker's claim and record connections, on every connect)."""
+    """Give the connection `step_claim` runs on the claim's planner settings and generic plans for
+    its whole session (a worker's claim connection, on every connect)."""
     conn.execute(_CLAIM_PLANNER.replace(", true)", ", false)"))
+    conn.execute(_GENERIC_PLANS)
+
+
+@translated
+def step_record_session(conn: psycopg.Connection) -> None:
+    """Generic plans for the session of the connection `step_record_and_claim` runs on (a worker's
+    record connection, on every connect). Not the claim's planner settings: with
+    enable_sort/enable_bitmapscan off, the record statements planned badly as the queue grew
+    (5,000-run throughput bench: 528 steps/s with them, 5,202 without)."""
+    conn.execute(_GENERIC_PLANS)
 
 
 @translated
@@ -417,6 +437,8 @@ def _record_statements(conn: psycopg.Connection, worker: str, worker_id: int, pa
     expanded = conn.execute(EXPAND_MAPS, {"ids": sources}) if sources else None
     conn.execute(_LOCK_RUNS, {"runs": runs})
     conn.execute(_FINALIZE_RUNS, {"runs": runs})
+    if limit > 0:
+        conn.execute(_CLAIM_PLANNER)  # for the claim only (and whenever its generic plan is re-made)
     claim = conn.execute(_claim_statement(client_cap), {
         "limit": limit, "worker": worker, "worker_id": worker_id, "lease": lease_seconds,
         "client_cap": client_cap, "parent_bytes": parent_bytes, "tools": tools}) if limit > 0 else None
