@@ -2,9 +2,10 @@
 or connection) until a signal resolves it, or until its timeout passes by the database's clock.
 
 A signal is one fenced UPDATE (`WHERE status = 'waiting'`): of any number of concurrent signals
-exactly one matches, the others are refused (409). Every signal, accepted or not, is kept in
-`signals` with its sender and time, and announced in the audit log (which the public events API
-serves, so there the sender's address is masked: `engine.primitives.public_sender`).
+exactly one matches, the others are refused (409). Every accepted signal, and refused ones up to
+REFUSED_SIGNALS_KEPT_PER_RUN per run, is kept in `signals` with its sender and time, and announced
+in the audit log (which the public events API serves, so there the sender's address is masked:
+`engine.primitives.public_sender`).
 """
 from __future__ import annotations
 
@@ -147,7 +148,8 @@ def waits_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[Wait]:
 
 
 def signals_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[Signal]:
-    """Every signal sent to the run's waits, accepted or refused, oldest first."""
+    """The signals recorded for the run's waits (every accepted one, refused ones up to
+    REFUSED_SIGNALS_KEPT_PER_RUN), oldest first."""
     rows = conn.execute("SELECT id, step_name, payload, sender, accepted, created_at FROM signals "
                         "WHERE run_id = %s ORDER BY id", (as_run_id(run_id),)).fetchall()
     return [Signal(**row) for row in rows]
