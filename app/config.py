@@ -72,8 +72,8 @@ class WebSettings:
     submits_per_window: int = field(default=SUBMITS_PER_WINDOW_DEFAULT, metadata={
         "env": "SUBMITS_PER_WINDOW", "help": "Runs a client may submit per window; 0 disables the limit."})
     actions_per_window: int = field(default=ACTIONS_PER_WINDOW_DEFAULT, metadata={
-        "env": "ACTIONS_PER_WINDOW", "help": "Cancels and redrives a client may request per window; "
-        "0 disables the limit."})
+        "env": "ACTIONS_PER_WINDOW", "help": "Cancels, redrives and signals a client may request "
+        "per window; 0 disables the limit."})
     kills_per_window: int = field(default=KILLS_PER_WINDOW_DEFAULT, metadata={
         "env": "KILLS_PER_WINDOW", "help": "Kill-worker requests a client may make per window; 0 "
         "disables the limit."})

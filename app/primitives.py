@@ -7,11 +7,12 @@ from typing import Any
 from uuid import UUID
 
 from flask import Blueprint, Response, flash, jsonify, redirect, request, url_for
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import UnsupportedMediaType
 
 from app.security import client_id, json_api, rate_limit
 from app.state import db, state
 from engine import store
+from engine.dag import check_storable, parse_json
 from engine.errors import Conflict, InvalidRun, NotFound, RateLimited
 from engine.model import StepStatus
 from engine.rerun import rerun_run
@@ -25,12 +26,11 @@ MAX_COMMENT_CHARS = 500
 def _json_object() -> dict[str, Any]:
     if not request.is_json:
         raise UnsupportedMediaType("send a JSON object with Content-Type: application/json")
-    try:
-        body = request.get_json()
-    except BadRequest:
-        raise InvalidRun("malformed JSON: the request body could not be parsed") from None
+    # The run API's parser: NaN, NUL, lone surrogates and deep nesting are 400s, not database errors.
+    body = parse_json(request.get_data(cache=False))
     if not isinstance(body, dict):
         raise InvalidRun("the body must be a JSON object")
+    check_storable(body)
     return body
 
 
@@ -41,7 +41,8 @@ def signal(run_id: UUID, step_name: str) -> Response:
     payload = _json_object()
     rate_limit("action", state().web.actions_per_window)
     with db() as conn:
-        outcome = store.step_signal(conn, run_id, step_name, payload, sender=client_id())
+        outcome = store.step_signal(conn, run_id, step_name, payload, sender=client_id(),
+                                    max_payload_bytes=state().settings.max_input_bytes)
     return jsonify(signal_to_api(run_id, step_name, outcome))
 
 

@@ -176,7 +176,8 @@ class Client:
         """Resolve the waiting step `step_name` (a `wait.<label>` step) with `payload` as its output.
         `Conflict` when it is not waiting (already resolved, timed out, or the run ended)."""
         with self._lock:
-            return store.step_signal(self.conn, run_id, step_name, payload, sender=sender or self.actor)
+            return store.step_signal(self.conn, run_id, step_name, payload, sender=sender or self.actor,
+                                     max_payload_bytes=self.settings.max_input_bytes)
 
     def rerun(self, run_id: UUID | str, from_step: str, input_override: dict[str, Any] | None = None) -> str:
         """A new run that reuses the outputs of every step not downstream of `from_step` and runs

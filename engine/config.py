@@ -79,7 +79,8 @@ class Settings:
     max_edges_per_run: int = field(default=MAX_EDGES_PER_RUN_DEFAULT, metadata={
         "env": "MAX_EDGES_PER_RUN", "help": "Largest run accepted, in dependency edges."})
     max_input_bytes: int = field(default=MAX_INPUT_BYTES_DEFAULT, metadata={
-        "env": "MAX_INPUT_BYTES", "help": "Largest total size of the steps' inputs of one run (JSON bytes)."})
+        "env": "MAX_INPUT_BYTES", "help": "Largest total size of the steps' inputs of one run (JSON bytes); "
+        "also of a signal's payload."})
     max_map_items: int = field(default=MAX_MAP_ITEMS_DEFAULT, metadata={
         "env": "MAX_MAP_ITEMS", "help": "Most children one map step may expand into; also the default "
         "and the upper bound of a step's `maxItems`."})

@@ -150,6 +150,17 @@ def check_storable(body: object) -> None:
             stack.extend((item, depth + 1) for item in value)
 
 
+
+def check_signal_payload(payload: object, max_bytes: int) -> None:
+    """A signal's payload becomes a wait step's output, so it is held to the rules of a run's input:
+    a JSON object Postgres can store (`check_storable`) of at most `max_bytes` (MAX_INPUT_BYTES)."""
+    if not isinstance(payload, dict):
+        raise InvalidRun("the signal's payload must be a JSON object")
+    check_storable(payload)
+    size = len(json.dumps(payload, ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise TooLarge(f"the signal's payload is {size} bytes, more than the limit of {max_bytes} (MAX_INPUT_BYTES)")
+
 def _check_text(text: str) -> None:
     if "\x00" in text:
         raise InvalidRun("text may not contain NUL characters (\\u0000)")

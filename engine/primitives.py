@@ -25,6 +25,11 @@ ON_REJECT = ("fail", "continue")
 WAIT_KIND = "wait"
 MAP_KIND = "map"  # the kind a map step is stored with (its children keep their own kind)
 MAP_ITEMS_FIELD = "items"  # the field of the source's output that a map step fans out over
+# Refused signals (the wait was already resolved, timed out or not yet waiting) change nothing, but
+# each is kept with its payload for the audit: past this many per run, a refused signal is still
+# answered 409 but no longer stored, so a flood of them cannot grow a run's data or its page
+# without bound. Accepted signals (at most one per wait step) are always stored.
+REFUSED_SIGNALS_KEPT_PER_RUN = 20
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,4 @@ def public_sender(sender: str | None) -> str | None:
     if address.version == 4:
         return sender.rsplit(".", 1)[0] + ".x"
     return str(ipaddress.ip_network(f"{address}/48", strict=False).network_address).rstrip(":") + "::x"
+

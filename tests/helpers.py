@@ -64,8 +64,9 @@ class WorkerProcess:
     """A real `python -m worker` subprocess."""
 
     def __init__(self, database_url: str, name: str, concurrency: int = 4, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, cwd: Path | None = None) -> None:
         self.name = name
+        self.cwd = cwd or ROOT  # the appliance's workers run in the app's directory: this checkout
         self.database_url = database_url
         self.concurrency = concurrency
         self.extra_env = env or {}
@@ -78,7 +79,7 @@ class WorkerProcess:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "worker", "--name", self.name,
                                       "--concurrency", str(self.concurrency)],
-                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     cwd=self.cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         return self
 
     @property

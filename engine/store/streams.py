@@ -48,11 +48,12 @@ RETURNING c.start_offset + char_length(c.text) AS end_offset
 
 _NOTIFY = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('dae_stream', %(run)s)"
 
+# bigint: a reader may ask from any offset its request allows (10 digits), even past the end.
 _READ = """
 SELECT c.step_id, c.attempt, c.start_offset, c.text, c.final
 FROM llm_stream_chunks c
 WHERE c.step_id = ANY(%(steps)s)
-  AND c.start_offset + char_length(c.text) > coalesce((%(offsets)s::jsonb ->> c.step_id::text)::int, 0)
+  AND c.start_offset + char_length(c.text) > coalesce((%(offsets)s::jsonb ->> c.step_id::text)::bigint, 0)
 ORDER BY c.step_id, c.start_offset
 """
 

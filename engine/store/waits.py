@@ -2,9 +2,10 @@
 or connection) until a signal resolves it, or until its timeout passes by the database's clock.
 
 A signal is one fenced UPDATE (`WHERE status = 'waiting'`): of any number of concurrent signals
-exactly one matches, the others are refused (409). Every signal, accepted or not, is kept in
-`signals` with its sender and time, and announced in the audit log (which the public events API
-serves, so there the sender's address is masked: `engine.primitives.public_sender`).
+exactly one matches, the others are refused (409). Every accepted signal, and refused ones up to
+REFUSED_SIGNALS_KEPT_PER_RUN per run, is kept in `signals` with its sender and time, and announced
+in the audit log (which the public events API serves, so there the sender's address is masked:
+`engine.primitives.public_sender`).
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from uuid import UUID
 
 import psycopg
 
+from engine.config import MAX_INPUT_BYTES_DEFAULT
+from engine.dag import check_signal_payload
 from engine.errors import Conflict, NotFound
 from engine.model import Signal, SignalOutcome, StepStatus, Wait
-from engine.primitives import WAIT_KIND, public_sender
+from engine.primitives import REFUSED_SIGNALS_KEPT_PER_RUN, WAIT_KIND, public_sender
 from engine.store.errors import translated
 from engine.store.ids import as_run_id
 from engine.store.notify import notify_after_commit
@@ -72,12 +75,21 @@ RETURNING run_id, step_id, detail
 """
 
 
+# Bounded by a LIMIT, so a run's count costs at most that many index entries to read.
+_REFUSED_KEPT = """
+SELECT count(*) AS kept FROM (SELECT 1 FROM signals WHERE run_id = %(run)s AND NOT accepted LIMIT %(cap)s) kept
+"""
+
+
 @translated
 def step_signal(conn: psycopg.Connection, run_id: UUID | str, step_name: str, payload: dict[str, Any],
-                sender: str | None) -> SignalOutcome:
-    """Resolve the waiting step `step_name` of a run with `payload` as its output. Raises NotFound
-    for an unknown run or step, Conflict when the step is not waiting (already resolved, timed out,
-    cancelled, or not a wait step); a refused signal is still recorded."""
+                sender: str | None, max_payload_bytes: int = MAX_INPUT_BYTES_DEFAULT) -> SignalOutcome:
+    """Resolve the waiting step `step_name` of a run with `payload` as its output. Raises InvalidRun
+    or TooLarge for a payload a run's input could not be (`check_signal_payload`), NotFound for an
+    unknown run or step, Conflict when the step is not waiting (already resolved, timed out,
+    cancelled, or not a wait step); a refused signal is still recorded, up to
+    REFUSED_SIGNALS_KEPT_PER_RUN per run."""
+    check_signal_payload(payload, max_payload_bytes)
     run_id = as_run_id(run_id)
     with conn.transaction():
         step = conn.execute("SELECT s.id, s.kind, s.status FROM steps s WHERE s.run_id = %s AND s.name = %s",
@@ -88,6 +100,11 @@ def step_signal(conn: psycopg.Connection, run_id: UUID | str, step_name: str, pa
             raise NotFound(f"run {run_id} has no step {step_name[:100]!r}")
         if step["kind"] != WAIT_KIND:
             raise Conflict(f"step {step_name} is not a wait step; only wait.<label> steps take signals")
+        if step["status"] != StepStatus.WAITING and conn.execute(
+                _REFUSED_KEPT, {"run": run_id, "cap": REFUSED_SIGNALS_KEPT_PER_RUN}).fetchone()["kept"] \
+                >= REFUSED_SIGNALS_KEPT_PER_RUN:
+            raise Conflict(f"step {step_name} is {step['status']}, not waiting: it was already resolved (this "
+                           f"refused signal is not recorded: the run has {REFUSED_SIGNALS_KEPT_PER_RUN} on record)")
         row = conn.execute(_RESOLVE, {"run": run_id, "name": step_name, "payload": json.dumps(payload),
                                       "sender": sender, "public_sender": public_sender(sender)}).fetchone()
         accepted = row["event"] == "step_signalled"
@@ -131,7 +148,8 @@ def waits_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[Wait]:
 
 
 def signals_for_run(conn: psycopg.Connection, run_id: UUID | str) -> list[Signal]:
-    """Every signal sent to the run's waits, accepted or refused, oldest first."""
+    """The signals recorded for the run's waits (every accepted one, refused ones up to
+    REFUSED_SIGNALS_KEPT_PER_RUN), oldest first."""
     rows = conn.execute("SELECT id, step_name, payload, sender, accepted, created_at FROM signals "
                         "WHERE run_id = %s ORDER BY id", (as_run_id(run_id),)).fetchall()
     return [Signal(**row) for row in rows]

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import importlib
 import inspect
+import os
 import re
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -154,8 +155,19 @@ def load_tool_modules(modules: Iterable[str]) -> dict[str, ToolSpec]:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - any failure of user code at import is reported the same way
             frames = "".join(traceback.format_exception(exc, limit=-3)).rstrip()
-            raise ToolLoadError(f"cannot load tool module {module!r}: {type(exc).__name__}: {exc}\n{frames}") from exc
+            raise ToolLoadError(f"cannot load tool module {module!r}: {type(exc).__name__}: {exc}"
+                                f"{_where_looked(module, exc)}\n{frames}") from exc
     return registered_tools()
+
+
+def _where_looked(module: str, exc: Exception) -> str:
+    """For a module (or its package, e.g. the appliance's `user_tools` folder) that is not there at
+    all, where it was looked for: a folder mounted at the wrong place is the usual cause. A missing
+    dependency inside the user's module needs no such hint."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not (module == missing or module.startswith(missing + ".")):
+        return ""
+    return f" (looked in the working directory {os.getcwd()} and on the Python path)"
 
 
 def run_handler(spec: ToolSpec, ctx: Any) -> Any:

@@ -200,3 +200,16 @@ def test_readme_and_dockerfile_name_the_image_alike() -> None:
     readme_tags = set(re.findall(r"^docker build -t (\S+) \.$", (REPO / "README.md").read_text(), re.M))
     dockerfile_tags = set(re.findall(r"^#   docker build -t (\S+) \.$", DOCKERFILE.read_text(), re.M))
     assert readme_tags == dockerfile_tags and len(readme_tags) == 1, (readme_tags, dockerfile_tags)
+
+
+def test_the_readmes_user_tools_mount_is_the_one_the_image_test_boots_with() -> None:
+    """README's `docker run -v …:/app/user_tools:ro -e TOOL_MODULES=…` line is run by scripts/image-test
+    (every boot mounts the README's my_tools.py so); the folder is the app's, which the workers run in."""
+    image_test = (REPO / "scripts" / "image-test").read_text()
+    mount = re.search(r"^USER_TOOLS_MOUNT=(\S+)$", image_test, re.M).group(1)
+    modules = re.search(r"^USER_TOOL_MODULES=(\S+)$", image_test, re.M).group(1)
+    readme = (REPO / "README.md").read_text()
+    assert f'docker run -v "$PWD/tools:{mount}:ro" -e TOOL_MODULES={modules} -p 8080:8080 durable-agent' in readme
+    assert mount == f"{dict(dockerfile_instructions())['WORKDIR']}/{modules.split('.')[0]}"
+    sections = supervisord_sections()
+    assert all(sections.get(f"program:worker-{i}", "directory") == "%(ENV_APP_DIR)s" for i in (1, 2))

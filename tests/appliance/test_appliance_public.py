@@ -197,7 +197,8 @@ def test_a_worker_killed_by_a_step_is_no_reason_to_stop_but_invalid_settings_are
     killed = "processname:worker-1 groupname:worker-1 from_state:RUNNING expected:0 pid:4242"
     assert watchdog_verdict(tmp_path, "PROCESS_STATE_EXITED", killed) is None
     invalid = "processname:worker-2 groupname:worker-2 from_state:RUNNING expected:1 pid:4243"
-    assert watchdog_verdict(tmp_path, "PROCESS_STATE_EXITED", invalid) == "worker-2 could not be started (invalid settings)"
+    verdict = watchdog_verdict(tmp_path, "PROCESS_STATE_EXITED", invalid)
+    assert verdict == "worker-2 could not be started (invalid settings or tool modules)"
 
 
 def test_supervisord_never_gives_up_on_a_worker_and_knows_its_cannot_start_status() -> None:
@@ -205,5 +206,5 @@ def test_supervisord_never_gives_up_on_a_worker_and_knows_its_cannot_start_statu
     sections.read(REPO / "supervisord.conf")
     for name in ("program:worker-1", "program:worker-2"):
         assert sections.get(name, "startsecs") == "0", name  # every spawn is a start: never BACKOFF/FATAL
-        assert sections.get(name, "exitcodes") == "2", name  # worker/__main__.py: invalid settings
+        assert sections.get(name, "exitcodes") == "2", name  # worker/__main__.py: invalid settings or tool modules
         assert sections.get(name, "autorestart") == "true", name

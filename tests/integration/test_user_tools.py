@@ -1,6 +1,8 @@
 """Users' tools end to end with real worker processes: a throwaway tools package in a temp dir, two
-worker pools with disjoint tools on one database, routing in the claim, refusal at submit, and a
-step that waits (visibly) for its only offering worker to come back."""
+worker pools with disjoint tools on one database, routing in the claim, refusal at submit, a step
+that waits (visibly) for its only offering worker to come back, and the appliance's convention: a
+folder `user_tools` in the app's directory is the package `user_tools` (README "Write your own
+tools"), loaded by a worker started there as supervisord starts it."""
 from __future__ import annotations
 
 import os
@@ -17,7 +19,8 @@ from engine.errors import InvalidRun
 from engine.store.tools import steps_waiting_for_tool
 from engine.submit import submit_run
 from tests.chaos.support import assert_invariants, run_events, wait_registered, wait_terminal
-from tests.helpers import FAST_ENV, ROOT, make_run, step, wait_for
+from tests.helpers import FAST_ENV, ROOT, WorkerProcess, make_run, step, wait_for
+from tests.integration.test_readme_walkthrough import walkthrough_blocks
 from tests.web.support import WEB_TEST_ENV
 
 ALPHA = '''
@@ -152,3 +155,94 @@ def test_a_tool_module_that_fails_to_import_stops_the_worker_before_it_registers
     assert "cannot load tool module 'broken_tools': ModuleNotFoundError" in done.stderr
     assert "this_module_does_not_exist" in done.stderr and "worker broken not started" in done.stderr
     assert store.workers_list(conn, include_gone=True) == []
+
+
+# -- the appliance's folder: user_tools in the app's directory ------------------------------------
+
+SCORING = '''
+"""Not a tools module: a helper that the folder's tools import relatively."""
+
+
+def score(word: str) -> int:
+    return len(word)
+'''
+
+RANKED = '''
+"""A tool that imports a sibling module of its folder (the folder is the package user_tools)."""
+from durable_agent import StepContext, tool
+
+from .scoring import score
+
+
+@tool("rank_words")
+def rank_words(ctx: StepContext) -> dict:
+    return {"ranked": sorted(ctx.input["words"], key=score, reverse=True)}
+'''
+
+
+def app_directory(tmp_path: Path, tools: Path | None) -> Path:
+    """The app's directory as supervisord's workers see it (`/app` in the image, the checkout with
+    scripts/run): this checkout's entries, linked, and `user_tools` as a symlink to the user's folder
+    of tools, as README's `ln -s` line makes it (a mount in the image; Python treats both alike)."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in (".git", ".venv", ".data", "user_tools"):
+            (app_dir / entry.name).symlink_to(entry)
+    if tools is not None:
+        (app_dir / "user_tools").symlink_to(tools, target_is_directory=True)
+    return app_dir
+
+
+def readme_tools_folder(tmp_path: Path, **extra: str) -> Path:
+    """A folder of tools without `__init__.py`: README's own my_tools.py, plus `extra` modules."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    my_tools = next(code for _lang, code in walkthrough_blocks() if code.startswith("# my_tools.py"))
+    (tools / "my_tools.py").write_text(my_tools)
+    for name, code in extra.items():
+        (tools / f"{name}.py").write_text(code)
+    return tools
+
+
+def test_a_user_tools_folder_in_the_app_directory_is_loaded_as_the_readme_says(conn, db_url, settings, tmp_path):
+    app_dir = app_directory(tmp_path, readme_tools_folder(tmp_path, ranked=RANKED, scoring=SCORING))
+    # Only the working directory puts the app and user_tools on the path, as under supervisord.
+    worker = WorkerProcess(db_url, "worker-1", 2, log_dir=tmp_path, cwd=app_dir,
+                           env={"TOOL_MODULES": "user_tools.my_tools,user_tools.ranked", "PYTHONPATH": ""})
+    try:
+        wait_registered(conn, worker)
+        run_id, _ = submit_run(conn, make_run(
+            step("tool_call.fetch", tool="fetch_data", query="postgres queues"),
+            step("tool_call.count", ["tool_call.fetch"], tool="word_count"),
+            step("tool_call.shout", tool="shout", text="done"),
+            step("tool_call.rank", tool="rank_words", words=["a", "queue", "is"]),
+            step("llm_call.summary", ["tool_call.count", "tool_call.shout", "tool_call.rank"]),
+            goal="tools from the appliance's folder"), settings)
+        assert wait_terminal(conn, [run_id], 60)[str(run_id)] == "completed", worker.output()
+    finally:
+        worker.stop()
+    outputs = {s.name: s.output for s in store.run_get(conn, str(run_id)).steps}
+    assert outputs["tool_call.count"]["words"] == 10  # the README walkthrough's figure
+    assert outputs["tool_call.shout"]["text"] == "DONE"
+    assert outputs["tool_call.rank"]["ranked"] == ["queue", "is", "a"]
+    assert "tools loaded: rank_words, shout, word_count" in worker.output()
+    assert_invariants(conn, [run_id])
+
+
+@pytest.mark.parametrize("case", ["module fails", "no folder"])
+def test_a_user_tools_module_that_cannot_load_stops_the_worker_with_the_reason(conn, db_url, tmp_path, case):
+    tools = readme_tools_folder(tmp_path, broken='raise RuntimeError("MY_API_KEY is not set")\n')
+    app_dir = app_directory(tmp_path, tools if case == "module fails" else None)
+    env = {**os.environ, **FAST_ENV, "DATABASE_URL": db_url, "PYTHONPATH": "",
+           "TOOL_MODULES": "user_tools.my_tools,user_tools.broken"}
+    done = subprocess.run([sys.executable, "-m", "worker", "--name", "worker-1"],
+                          cwd=app_dir, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr  # the appliance's watchdog stops on this status
+    if case == "module fails":
+        assert "cannot load tool module 'user_tools.broken': RuntimeError: MY_API_KEY is not set" in done.stderr
+    else:
+        assert ("cannot load tool module 'user_tools.my_tools': ModuleNotFoundError: No module named 'user_tools'"
+                f" (looked in the working directory {app_dir} and on the Python path)") in done.stderr
+    assert "worker worker-1 not started" in done.stderr
+    assert store.workers_list(conn, include_gone=True) == []  # never a half-registered worker
