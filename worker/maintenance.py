@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from engine.config import Settings
 from worker.connections import ReconnectingConnection
 
 
+@dataclass(eq=False)  # eq=False: compared and hashed by identity, like any other loop object
 class MaintenanceLoop:
-    def __init__(self, conn: ReconnectingConnection, settings: Settings, name: str,
-                 worker_id: Callable[[], int | None], wake: Callable[[], None], stop: threading.Event) -> None:
-        self.conn = conn
-        self.settings = settings
-        self.name = name
-        self.worker_id = worker_id
-        self.wake = wake
-        self.stop = stop
+    conn: ReconnectingConnection
+    settings: Settings
+    name: str
+    worker_id: Callable[[], int | None]
+    wake: Callable[[], None]
+    stop: threading.Event
 
     def loop(self) -> None:
         """Pass after pass until shutdown, then close the connection."""
