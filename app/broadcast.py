@@ -12,7 +12,6 @@ A subscriber that falls behind is marked overflowed, and its socket makes the cl
 """
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -21,12 +20,10 @@ from uuid import UUID
 
 import psycopg
 
-from engine.errors import StoreUnavailable
+from app.listener import ListenerThread
 from engine.eventorder import AuditFollower
-from engine.store import connect, driver_errors, wait_for_notify
-from engine.store.events import EVENTS_CHANNEL, Event, listen
-
-log = logging.getLogger("app.live")
+from engine.store import wait_for_notify
+from engine.store.events import EVENTS_CHANNEL, Event
 
 GAP_RECHECK_SECONDS = 0.1
 
@@ -68,21 +65,18 @@ class Subscription:
         return batch
 
 
-class Broadcaster:
+class Broadcaster(ListenerThread):
     def __init__(self, database_url: str, gap_seconds: float = 2.0, poll_seconds: float = 1.0,
                  queue_size: int = 2000, clock: Callable[[], float] = time.monotonic,
                  background: bool = True) -> None:
         """`background=False` leaves the listening to the caller (`begin` then `run_once`): tests."""
-        self.database_url = database_url
+        super().__init__(database_url, EVENTS_CHANNEL, "live")
         self.background = background
         self.poll_seconds = poll_seconds
         self.queue_size = queue_size
         self.follower = AuditFollower(gap_seconds, clock)
         self.subscribers: set[Subscription] = set()
-        self.lock = threading.Lock()
         self.started = threading.Event()   # the first horizon is known
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -101,36 +95,25 @@ class Broadcaster:
         with self.lock:
             self.subscribers.discard(sub)
 
-    # -- the listener --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the listener thread once, lazily: after gunicorn forked, in the process serving."""
+    def wake(self, run_id: str, wake_up: Event) -> None:
+        """Put `wake_up` in the queue of every subscriber of that run, as a nudge to read something
+        else than events; a full queue already has events pending, so it is not an overflow."""
         with self.lock:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name="live-listener", daemon=True)
-                self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-
-    def _loop(self) -> None:
-        backoff = 0.2
-        while not self.stopping.is_set():
+            subscribers = [s for s in self.subscribers if s.run_id == run_id]
+        for sub in subscribers:
             try:
-                # driver_errors: the reads below raise the engine's exceptions, like every store call.
-                with connect(self.database_url, application_name="dae-web-live") as conn, driver_errors():
-                    listen(conn, EVENTS_CHANNEL)
-                    self.begin(conn)
-                    backoff = 0.2
-                    while not self.stopping.is_set():
-                        self.run_once(conn)
-                        self._wait_for_notify(conn)
-            except StoreUnavailable as exc:
-                log.warning("live listener lost the database (%s); reconnecting in %.1fs", exc, backoff)
-            except Exception:  # noqa: BLE001 - the listener must outlive any one bad read
-                log.exception("live listener failed; restarting in %.1fs", backoff)
-            self.stopping.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+                sub.queue.put_nowait(wake_up)
+            except queue.Full:
+                pass
+
+    # -- the listener (a `ListenerThread`) -----------------------------------------------------
+
+    def connected(self, conn: psycopg.Connection) -> None:
+        self.begin(conn)
+
+    def turn(self, conn: psycopg.Connection) -> None:
+        self.run_once(conn)
+        self._wait_for_notify(conn)
 
     def begin(self, conn: psycopg.Connection) -> None:
         """Set the first horizon (`AuditFollower.begin`); a reconnect keeps it."""

@@ -5,9 +5,9 @@ the tests share it. `create_app(config)` takes overrides by field name, for the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from engine.config import describe, read_env
+from engine.config import describe, read_env, setting
 
 PORT_DEFAULT = 8080
 WEB_THREADS_DEFAULT = 100
@@ -31,69 +31,56 @@ SOCKET_MESSAGE_BYTES_DEFAULT = 1024
 class WebSettings:
     """Every tunable of the web app; the metadata `help` of each field is its documentation."""
 
-    port: int = field(default=PORT_DEFAULT, metadata={
-        "env": "PORT", "help": "TCP port `python -m app` listens on."})
-    bind_address: str = field(default=BIND_ADDRESS_DEFAULT, metadata={
-        "env": "BIND_ADDRESS", "help": "Address `python -m app` listens on: all interfaces by default (the "
-        "container needs that); 127.0.0.1 keeps it to this machine."})
-    request_read_seconds: float = field(default=REQUEST_READ_SECONDS_DEFAULT, metadata={
-        "env": "REQUEST_READ_SECONDS", "help": "Longest a client may take to send a request's headers and "
-        "body, in total; a slower one (slowloris) is disconnected, so it cannot hold a thread."})
-    max_connections_per_address: int = field(default=MAX_CONNECTIONS_PER_ADDRESS_DEFAULT, metadata={
-        "env": "MAX_CONNECTIONS_PER_ADDRESS", "help": "Open TCP connections allowed per peer address; "
-        "more are closed at once. Applies only when CLIENT_IP_HEADER is empty (behind a proxy every "
-        "peer is the proxy); 0 disables it."})
-    max_sockets: int = field(default=MAX_SOCKETS_DEFAULT, metadata={
-        "env": "MAX_SOCKETS", "help": "Open WebSockets allowed at once; more are closed with code 1013 "
-        "and a reason. Keep it well below WEB_THREADS: the difference is what pages, the API and "
-        "/healthz always have."})
-    max_sockets_per_client: int = field(default=MAX_SOCKETS_PER_CLIENT_DEFAULT, metadata={
-        "env": "MAX_SOCKETS_PER_CLIENT", "help": "Open WebSockets allowed per client; more are closed with "
-        "code 1013 and a reason; 0 disables the cap."})
-    socket_message_bytes: int = field(default=SOCKET_MESSAGE_BYTES_DEFAULT, metadata={
-        "env": "SOCKET_MESSAGE_BYTES", "help": "Largest frame a client may send on a WebSocket (only "
-        "control frames are expected); a bigger one, or any data message, closes the socket."})
-    web_threads: int = field(default=WEB_THREADS_DEFAULT, metadata={
-        "env": "WEB_THREADS", "help": "gunicorn threads of the single web process; every open "
-        "WebSocket holds one, so size it for viewers plus HTTP requests."})
-    web_db_pool_size: int = field(default=WEB_DB_POOL_SIZE_DEFAULT, metadata={
-        "env": "WEB_DB_POOL_SIZE", "help": "Postgres connections the web process may open (plus one "
-        "for its event listener)."})
-    secret_key: str = field(default="", metadata={
-        "env": "SECRET_KEY", "help": "Signs the session cookie that holds the CSRF token; empty uses "
-        "a random key generated once and kept in Postgres (table web_secrets)."})
-    max_body_bytes: int = field(default=MAX_BODY_BYTES_DEFAULT, metadata={
-        "env": "MAX_BODY_BYTES", "help": "Largest request body; bigger ones get 413."})
-    chaos_enabled: bool = field(default=True, metadata={
-        "env": "CHAOS_ENABLED", "help": "Show the Kill button and serve `POST /api/workers/<name>/kill`."})
-    rate_window_seconds: float = field(default=RATE_WINDOW_SECONDS_DEFAULT, metadata={
-        "env": "RATE_WINDOW_SECONDS", "help": "Length of the rate-limit window (the limits below count "
-        "per client and window, across all web processes)."})
-    submits_per_window: int = field(default=SUBMITS_PER_WINDOW_DEFAULT, metadata={
-        "env": "SUBMITS_PER_WINDOW", "help": "Runs a client may submit per window; 0 disables the limit."})
-    actions_per_window: int = field(default=ACTIONS_PER_WINDOW_DEFAULT, metadata={
-        "env": "ACTIONS_PER_WINDOW", "help": "Cancels, redrives and signals a client may request "
-        "per window; 0 disables the limit."})
-    kills_per_window: int = field(default=KILLS_PER_WINDOW_DEFAULT, metadata={
-        "env": "KILLS_PER_WINDOW", "help": "Kill-worker requests a client may make per window; 0 "
-        "disables the limit."})
-    client_ip_header: str = field(default="", metadata={
-        "env": "CLIENT_IP_HEADER", "help": "Header carrying the visitor's address when behind a proxy "
-        "(e.g. Fly-Client-IP); empty uses the peer address. Only set it behind a proxy that overwrites it."})
-    allowed_origins: str = field(default="", metadata={
-        "env": "ALLOWED_ORIGINS", "help": "Extra origins (comma-separated, e.g. https://demo.example) "
-        "allowed to open WebSockets and call the API from a browser; the page's own origin always is."})
-    secure_cookies: bool = field(default=False, metadata={
-        "env": "SECURE_COOKIES", "help": "Mark the session cookie Secure (set it when served over HTTPS)."})
-    live_gap_seconds: float = field(default=LIVE_GAP_SECONDS_DEFAULT, metadata={
-        "env": "LIVE_GAP_SECONDS", "help": "How long the live stream holds events behind a missing "
-        "audit id (a transaction that has not committed yet) before treating the id as rolled back."})
-    supervisor_socket: str = field(default="", metadata={
-        "env": "SUPERVISOR_SOCKET", "help": "supervisord's unix control socket; when set, the Kill "
-        "button signals workers through it."})
-    live_poll_seconds: float = field(default=LIVE_POLL_SECONDS_DEFAULT, metadata={
-        "env": "LIVE_POLL_SECONDS", "help": "Longest the live stream waits for a NOTIFY before it reads "
-        "the audit log anyway."})
+    port: int = setting("PORT", PORT_DEFAULT, "TCP port `python -m app` listens on.")
+    bind_address: str = setting("BIND_ADDRESS", BIND_ADDRESS_DEFAULT,
+        "Address `python -m app` listens on: all interfaces by default (the container needs that); 127.0.0.1 keeps it to "
+        "this machine.")
+    request_read_seconds: float = setting("REQUEST_READ_SECONDS", REQUEST_READ_SECONDS_DEFAULT,
+        "Longest a client may take to send a request's headers and body, in total; a slower one (slowloris) is disconnected, "
+        "so it cannot hold a thread.")
+    max_connections_per_address: int = setting("MAX_CONNECTIONS_PER_ADDRESS", MAX_CONNECTIONS_PER_ADDRESS_DEFAULT,
+        "Open TCP connections allowed per peer address; more are closed at once. Applies only when CLIENT_IP_HEADER is empty "
+        "(behind a proxy every peer is the proxy); 0 disables it.")
+    max_sockets: int = setting("MAX_SOCKETS", MAX_SOCKETS_DEFAULT,
+        "Open WebSockets allowed at once; more are closed with code 1013 and a reason. Keep it well below WEB_THREADS: the "
+        "difference is what pages, the API and /healthz always have.")
+    max_sockets_per_client: int = setting("MAX_SOCKETS_PER_CLIENT", MAX_SOCKETS_PER_CLIENT_DEFAULT,
+        "Open WebSockets allowed per client; more are closed with code 1013 and a reason; 0 disables the cap.")
+    socket_message_bytes: int = setting("SOCKET_MESSAGE_BYTES", SOCKET_MESSAGE_BYTES_DEFAULT,
+        "Largest frame a client may send on a WebSocket (only control frames are expected); a bigger one, or any data "
+        "message, closes the socket.")
+    web_threads: int = setting("WEB_THREADS", WEB_THREADS_DEFAULT,
+        "gunicorn threads of the single web process; every open WebSocket holds one, so size it for viewers plus HTTP "
+        "requests.")
+    web_db_pool_size: int = setting("WEB_DB_POOL_SIZE", WEB_DB_POOL_SIZE_DEFAULT,
+        "Postgres connections the web process may open (plus one for its event listener).")
+    secret_key: str = setting("SECRET_KEY", "",
+        "Signs the session cookie that holds the CSRF token; empty uses a random key generated once and kept in Postgres "
+        "(table web_secrets).")
+    max_body_bytes: int = setting("MAX_BODY_BYTES", MAX_BODY_BYTES_DEFAULT, "Largest request body; bigger ones get 413.")
+    chaos_enabled: bool = setting("CHAOS_ENABLED", True, "Show the Kill button and serve `POST /api/workers/<name>/kill`.")
+    rate_window_seconds: float = setting("RATE_WINDOW_SECONDS", RATE_WINDOW_SECONDS_DEFAULT,
+        "Length of the rate-limit window (the limits below count per client and window, across all web processes).")
+    submits_per_window: int = setting("SUBMITS_PER_WINDOW", SUBMITS_PER_WINDOW_DEFAULT,
+        "Runs a client may submit per window; 0 disables the limit.")
+    actions_per_window: int = setting("ACTIONS_PER_WINDOW", ACTIONS_PER_WINDOW_DEFAULT,
+        "Cancels, redrives and signals a client may request per window; 0 disables the limit.")
+    kills_per_window: int = setting("KILLS_PER_WINDOW", KILLS_PER_WINDOW_DEFAULT,
+        "Kill-worker requests a client may make per window; 0 disables the limit.")
+    client_ip_header: str = setting("CLIENT_IP_HEADER", "",
+        "Header carrying the visitor's address when behind a proxy (e.g. Fly-Client-IP); empty uses the peer address. Only "
+        "set it behind a proxy that overwrites it.")
+    allowed_origins: str = setting("ALLOWED_ORIGINS", "",
+        "Extra origins (comma-separated, e.g. https://demo.example) allowed to open WebSockets and call the API from a "
+        "browser; the page's own origin always is.")
+    secure_cookies: bool = setting("SECURE_COOKIES", False, "Mark the session cookie Secure (set it when served over HTTPS).")
+    live_gap_seconds: float = setting("LIVE_GAP_SECONDS", LIVE_GAP_SECONDS_DEFAULT,
+        "How long the live stream holds events behind a missing audit id (a transaction that has not committed yet) before "
+        "treating the id as rolled back.")
+    supervisor_socket: str = setting("SUPERVISOR_SOCKET", "",
+        "supervisord's unix control socket; when set, the Kill button signals workers through it.")
+    live_poll_seconds: float = setting("LIVE_POLL_SECONDS", LIVE_POLL_SECONDS_DEFAULT,
+        "Longest the live stream waits for a NOTIFY before it reads the audit log anyway.")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> WebSettings:

@@ -10,10 +10,7 @@ wake-up: a socket also reads on its own events and ticks, so a lost one costs la
 from __future__ import annotations
 
 import json
-import logging
-import queue
 import re
-import threading
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -22,15 +19,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from simple_websocket import Server
 
 from app.broadcast import Broadcaster
+from app.listener import ListenerThread
 from app.llm_view import usd
 from app.state import db
-from engine.errors import InvalidRun, NotFound, StoreUnavailable
+from engine.errors import InvalidRun, NotFound
 from engine.model import Event
-from engine.store import connect, driver_errors, listen
 from engine.store.streams import STREAM_CHANNEL, stream_read
 from engine.wire import chunk_to_ws, stream_to_api
-
-log = logging.getLogger("app.live")
 
 bp = Blueprint("streaming", __name__)
 
@@ -79,48 +74,17 @@ class ChunkCursor:
         return sent
 
 
-class StreamHub:
-    """The process's listener on the stream channel."""
+class StreamHub(ListenerThread):
+    """The process's listener on the stream channel: a notification names a run, whose sockets
+    (the broadcaster's subscribers) get `STREAM_WAKE` in their queue."""
 
     def __init__(self, database_url: str, broadcaster: Broadcaster) -> None:
-        self.database_url = database_url
+        super().__init__(database_url, STREAM_CHANNEL, "stream")
         self.broadcaster = broadcaster
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
 
-    def start(self) -> None:
-        with self.lock:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name="stream-listener", daemon=True)
-                self.thread.start()
-
-    def poke(self, run_id: str) -> None:
-        """Wake every socket of that run (a full queue already has a wake-up or events pending)."""
-        with self.broadcaster.lock:
-            subscribers = [s for s in self.broadcaster.subscribers if s.run_id == run_id]
-        for sub in subscribers:
-            try:
-                sub.queue.put_nowait(STREAM_WAKE)
-            except queue.Full:
-                pass
-
-    def _loop(self) -> None:
-        backoff = 0.2
-        while not self.stopping.is_set():
-            try:
-                with connect(self.database_url, application_name="dae-web-stream") as conn, driver_errors():
-                    listen(conn, STREAM_CHANNEL)
-                    backoff = 0.2
-                    while not self.stopping.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            self.poke(note.payload)
-            except StoreUnavailable as exc:
-                log.warning("stream listener lost the database (%s); reconnecting in %.1fs", exc, backoff)
-            except Exception:  # noqa: BLE001 - the listener must outlive any one bad read
-                log.exception("stream listener failed; restarting in %.1fs", backoff)
-            self.stopping.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+    def turn(self, conn: psycopg.Connection) -> None:
+        for note in conn.notifies(timeout=1.0):
+            self.broadcaster.wake(note.payload, STREAM_WAKE)
 
 
 def stream_hub() -> StreamHub:

@@ -1,8 +1,8 @@
 """LLM streaming: a token's arrival at the worker → its appearance at a WebSocket client of
 `WS /ws/<run_id>?streams=`, and what streaming costs in write transactions.
 
-A local OpenAI-compatible server streams at a provider's pace (30 tokens/s); each token carries
-the wall-clock time it was written to the socket (on this machine, within a fraction of a
+The local OpenAI-compatible server (`bench.fake_llm`, the tests' too) streams at a provider's pace
+(30 tokens/s); each token carries the wall-clock time it was written to the socket (on this machine, within a fraction of a
 millisecond of its arrival at the worker), so latency = client receive time − that stamp. It
 includes the worker's batching (LLM_STREAM_FLUSH_SECONDS, default 75 ms), the commit, the NOTIFY,
 the web process's read and the socket. The write cost is the chunk transactions a streaming step
@@ -12,56 +12,20 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
 
 from bench.appliance import LIMITS_RAISED
+from bench.fake_llm import FakeLLM, Reply
 from bench.figures import Figure, Unavailable, collect, percentile
 from bench.processes import Process, WebApp, start_worker, wait_workers_registered
 from bench.server import BenchServer
 
 TOKENS_PER_SECOND = 30.0
 STAMP = re.compile(r"\[(\d+\.\d+)\]")
-
-
-class PacedStream:
-    """`/chat/completions` as server-sent events: `tokens` chunks, each `[<unix time>] `."""
-
-    def __init__(self, tokens: int) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for _ in range(tokens):
-                    time.sleep(1 / TOKENS_PER_SECOND)
-                    chunk = {"choices": [{"delta": {"content": f"[{time.time():.6f}] "}}]}
-                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-                    self.wfile.flush()
-                usage = {"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": tokens}}
-                self.wfile.write(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def measure_stream(url: str, web: WebApp, tokens: int) -> dict[str, float]:
@@ -108,7 +72,7 @@ def run_llm_stream_bench(server: BenchServer, tokens: int, repeats: int) -> list
     except ImportError as exc:
         raise Unavailable(f"{exc}: pip install -r requirements-bench.txt") from exc
     samples: list[dict[str, Any]] = []
-    stream = PacedStream(tokens)
+    stream = FakeLLM(default=Reply.stamped_words(tokens, TOKENS_PER_SECOND))
     url = server.fresh_database("llm_stream")
     workers: list[Process] = []
     web: WebApp | None = None

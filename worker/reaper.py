@@ -20,6 +20,7 @@ from engine.store.maintenance import PRUNE_BATCH, runs_prune, runs_prune_to_budg
 from engine.store.timers import expire_timers
 from worker.connections import ReconnectingConnection, StopRequested
 from worker.inflight import InFlightTable
+from worker.maintenance import MaintenanceLoop
 
 log = logging.getLogger("worker")
 
@@ -27,25 +28,18 @@ LEASE_SWEEP_SECONDS = 1.0  # expired leases are rarer than deaths; no need to lo
 PRUNE_SECONDS = 60.0  # retention is counted in hours; once a minute is plenty
 
 
-class Reaper:
+class Reaper(MaintenanceLoop):
     def __init__(self, table: InFlightTable, conn: ReconnectingConnection, settings: Settings, name: str,
                  worker_id: Callable[[], int | None], wake: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(conn, settings, name, worker_id, wake, stop)
         self.table = table
-        self.conn = conn
-        self.settings = settings
-        self.name = name
-        self.worker_id = worker_id
-        self.wake = wake
-        self.stop = stop
         self.next_heartbeat = 0.0
         self.next_lease_sweep = 0.0
         self.next_prune = 0.0
 
-    def loop(self) -> None:
-        while not self.stop.is_set():
-            self.run_once()
-            self.stop.wait(self.settings.reaper_interval_seconds)
-        self.conn.close()
+    def cycle(self) -> float:
+        self.run_once()
+        return self.settings.reaper_interval_seconds
 
     def run_once(self, now: float | None = None) -> int:
         """One pass: timeouts, heartbeats when due, dead workers, expired leases when due.

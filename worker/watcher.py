@@ -7,14 +7,12 @@ statement (one round trip) every `WATCH_SECONDS`."""
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 
 from engine import store
-from engine.config import Settings
 from engine.errors import StoreUnavailable
 from engine.store.watch import worker_watch_neighbour
-from worker.connections import ReconnectingConnection, StopRequested
+from worker.connections import StopRequested
+from worker.maintenance import MaintenanceLoop
 
 log = logging.getLogger("worker")
 
@@ -23,22 +21,9 @@ log = logging.getLogger("worker")
 WATCH_SECONDS = 2.0
 
 
-class Watcher:
-    def __init__(self, conn: ReconnectingConnection, settings: Settings, name: str,
-                 worker_id: Callable[[], int | None], wake: Callable[[], None], stop: threading.Event) -> None:
-        self.conn = conn
-        self.settings = settings
-        self.name = name
-        self.worker_id = worker_id
-        self.wake = wake
-        self.stop = stop
-
-    def loop(self) -> None:
-        while not self.stop.is_set():
-            pause = self.run_once()
-            if pause:
-                self.stop.wait(pause)
-        self.conn.close()
+class Watcher(MaintenanceLoop):
+    def cycle(self) -> float:
+        return self.run_once()
 
     def run_once(self, wait_seconds: float = WATCH_SECONDS) -> float:
         """Watch one worker until it dies or `wait_seconds` pass; reclaim its steps if it died.

@@ -14,19 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import errors
 
 from engine.store.errors import translated
 from engine.store.workers import LIVENESS_LOCK_CLASS
 
 # One statement, one round trip per wait: pick the next running incarnation after `me` by id
-# (wrapping around to the lowest), bound the wait (a setting local to this statement's implicit
-# transaction, evaluated before the lock in the select list), wait for its lock. The lock is a
-# transaction-level one, released when the statement ends: the point is only to be woken.
+# (wrapping around to the lowest) and wait, at most `timeout`, for its lock. The wait is the
+# function of migration 0008: it returns false on the timeout instead of raising it, so a watched
+# worker that stays alive logs no ERROR on the server.
 _NEXT_RUNNING = "SELECT id FROM workers WHERE status = 'running' AND id <> %(me)s ORDER BY id < %(me)s, id LIMIT 1"
 _WATCH = """
-SELECT w.id, set_config('lock_timeout', %(timeout)s, true) AS timeout,
-       pg_advisory_xact_lock(%(lock_class)s, w.id::int) AS waited
+SELECT w.id, advisory_xact_lock_wait(%(lock_class)s, w.id::int, %(timeout)s) AS died
 FROM (""" + _NEXT_RUNNING + """) w
 """
 
@@ -44,11 +42,8 @@ def worker_watch_neighbour(conn: psycopg.Connection, me: int, timeout_seconds: f
     """Wait up to `timeout_seconds` for the next running worker after `me` to lose its liveness
     lock. Must run outside a transaction (autocommit), on a connection of its own."""
     params = {"me": me, "lock_class": LIVENESS_LOCK_CLASS, "timeout": f"{max(1, int(timeout_seconds * 1000))}ms"}
-    try:
-        row = conn.execute(_WATCH, params).fetchone()
-    except errors.LockNotAvailable:
-        return Watched(alone=False, died=False)
-    return Watched(alone=row is None, died=row is not None)
+    row = conn.execute(_WATCH, params).fetchone()
+    return Watched(alone=row is None, died=row is not None and row["died"])
 
 
 @translated

@@ -60,7 +60,15 @@ def wait_registered(conn: psycopg.Connection, *procs: WorkerProcess, timeout: fl
 
 
 def by_name(procs: Iterable[WorkerProcess], name: str | None) -> WorkerProcess:
-    return next(p for p in procs if p.name == name)
+    found = next((p for p in procs if p.name == name), None)
+    assert found is not None, f"{name} is none of {[p.name for p in procs]}"
+    return found
+
+
+def victim_and_survivor(pair: list[WorkerProcess], started: Event) -> tuple[WorkerProcess, WorkerProcess]:
+    """Of two workers, the one that wrote `started` (the one to kill) and the other."""
+    victim = by_name(pair, started.worker)
+    return victim, next(p for p in pair if p is not victim)
 
 
 def kill_and_time(proc: WorkerProcess) -> float:

@@ -4,20 +4,23 @@ restart grace is found dead at once instead of after the grace or its lease."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from datetime import datetime
+from uuid import UUID
 
 import psycopg
 import pytest
 
 from engine import store
+from engine.config import Settings
 from engine.pgcluster import PgCluster
 from engine.store import Event, connect
 from engine.submit import submit_run
 from tests.chaos.support import (
     assert_invariants,
-    by_name,
     kill_and_time,
     run_events,
+    victim_and_survivor,
     wait_event,
     wait_registered,
     wait_terminal,
@@ -70,9 +73,18 @@ def _running(conn: psycopg.Connection, run_ids: list, name: str) -> int:
     return sum(s.status == "running" and s.name == name for r in run_ids for s in store.run_get(conn, str(r)).steps)
 
 
-def _long_steps(n: int) -> dict:
-    return make_run(*[step(f"tool_call.long{i}", tool="sleep", seconds=6, max_attempts=2) for i in range(n)],
-                    goal="long steps across a restart")
+def _a_long_step_on_each_worker(db_url: str, settings: Settings,
+                                spawn: Callable[..., WorkerProcess]) -> tuple[UUID, WorkerProcess, WorkerProcess]:
+    """Two one-slot workers each running a 6 s step of one run; returns the run, the worker that
+    started first (the one the test kills or freezes) and the other."""
+    procs = [spawn("w1", 1, **SLOW_FALLBACKS), spawn("w2", 1, **SLOW_FALLBACKS)]
+    run = make_run(*[step(f"tool_call.long{i}", tool="sleep", seconds=6, max_attempts=2) for i in range(2)],
+                   goal="long steps across a restart")
+    with connect(db_url) as conn:
+        wait_registered(conn, *procs)
+        run_id, _ = submit_run(conn, run, settings)
+        wait_for(lambda: len(run_events(conn, run_id, "step_started")) == 2, 20, "a long step on each worker")
+        return (run_id, *victim_and_survivor(procs, run_events(conn, run_id, "step_started")[0]))
 
 
 def _relocked(conn: psycopg.Connection, *procs: WorkerProcess) -> bool:
@@ -91,19 +103,13 @@ def _lost_event(conn: psycopg.Connection, name: str) -> Event | None:
 
 def test_a_worker_killed_two_seconds_after_a_postgres_restart_is_reclaimed_at_once(pg: PgCluster, db_url: str,
                                                                                     settings, spawn, capsys) -> None:
-    procs = [spawn("w1", 1, **SLOW_FALLBACKS), spawn("w2", 1, **SLOW_FALLBACKS)]
-    with connect(db_url) as conn:
-        wait_registered(conn, *procs)
-        run_id, _ = submit_run(conn, _long_steps(2), settings)
-        wait_for(lambda: len(run_events(conn, run_id, "step_started")) == 2, 20, "a long step on each worker")
+    run_id, victim, survivor = _a_long_step_on_each_worker(db_url, settings, spawn)
 
     pg.restart(mode="immediate")
 
     with connect(db_url) as conn:
-        wait_for(lambda: _relocked(conn, *procs) and _seconds_up(conn) >= 2.0, 20,
+        wait_for(lambda: _relocked(conn, victim, survivor) and _seconds_up(conn) >= 2.0, 20,
                  "both workers to re-take their locks, and 2 s to pass since the restart")
-        victim = by_name(procs, run_events(conn, run_id, "step_started")[0].worker)
-        survivor = next(p for p in procs if p is not victim)
         killed_at = kill_and_time(victim)
         reclaimed = wait_event(conn, run_id, "step_reclaimed", 20)
         lost = wait_for(lambda: _lost_event(conn, victim.name), 20, f"worker_lost of {victim.name}")
@@ -120,13 +126,7 @@ def test_a_worker_killed_two_seconds_after_a_postgres_restart_is_reclaimed_at_on
 
 def test_a_worker_that_never_re_takes_its_lock_is_dead_soon_after_the_others_did(pg: PgCluster, db_url: str,
                                                                                   settings, spawn, capsys) -> None:
-    procs = [spawn("w1", 1, **SLOW_FALLBACKS), spawn("w2", 1, **SLOW_FALLBACKS)]
-    with connect(db_url) as conn:
-        wait_registered(conn, *procs)
-        run_id, _ = submit_run(conn, _long_steps(2), settings)
-        wait_for(lambda: len(run_events(conn, run_id, "step_started")) == 2, 20, "a long step on each worker")
-        victim = by_name(procs, run_events(conn, run_id, "step_started")[0].worker)
-        survivor = next(p for p in procs if p is not victim)
+    run_id, victim, survivor = _a_long_step_on_each_worker(db_url, settings, spawn)
     # Frozen through the restart, the victim keeps its lock until the restart drops it and can
     # never take it again: dead, though nothing told Postgres so at the time.
     victim.signal(signal.SIGSTOP)

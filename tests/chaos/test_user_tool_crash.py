@@ -14,9 +14,9 @@ from engine import store
 from engine.submit import submit_run
 from tests.chaos.support import (
     assert_invariants,
-    by_name,
     kill_and_time,
     run_events,
+    victim_and_survivor,
     wait_event,
     wait_registered,
     wait_terminal,
@@ -50,15 +50,13 @@ def test_kill_mid_user_tool_step_reclaims_fences_and_verifies(conn, db_url, sett
 
     started = wait_event(conn, run_id, "step_started", where=lambda e: e.step == "tool_call.up")
     wait_event(conn, run_id, "step_log", where=lambda e: e.detail["message"] == "attempt 1 started")
-    victim = by_name(procs, started.worker)
-    assert victim.name in ("u1", "u2")
+    victim, survivor = victim_and_survivor(procs[:2], started)  # never "plain": it lacks the tool
     kill_and_time(victim)
     reclaimed = wait_event(conn, run_id, "step_reclaimed")
 
     assert wait_terminal(conn, [run_id], 30)[str(run_id)] == "completed"
     assert reclaimed.worker == victim.name and reclaimed.detail["reason"] == "worker died"
     up_starts = [e for e in run_events(conn, run_id, "step_started") if e.step == "tool_call.up"]
-    survivor = next(p for p in procs[:2] if p is not victim)
     assert [(e.attempt, e.worker) for e in up_starts] == [(1, victim.name), (2, survivor.name)]
     up = store.run_get(conn, str(run_id)).steps[0]
     assert up.output == {"text": "DURABLE", "attempt": 2} and up.reclaims == 1

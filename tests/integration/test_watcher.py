@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
+import pytest
+
 from engine import store
 from engine.model import StepStatus
+from engine.pgcluster import PgCluster
 from engine.store import watch
 from engine.store.workers import LIVENESS_LOCK_CLASS
 from engine.submit import submit_run
@@ -88,3 +92,34 @@ def test_a_worker_alone_has_nobody_to_watch(conn, settings):
         assert host.watcher.run_once() == settings.reaper_interval_seconds
     finally:
         _close(host)
+
+
+def test_a_watch_that_times_out_logs_no_error_on_the_server(pg: PgCluster, conn, settings, db_url):
+    """Every timed-out watch of a live worker used to log `ERROR: canceling statement due to lock
+    timeout` on the server (every 2 s per worker); the wait now ends without a server-side error."""
+    alive = store.connect(db_url)  # a live neighbour: its lock stays held, so each watch times out
+    alive_id = store.worker_register(alive, "alive", "test-host", 1)
+    host = _host(settings, "watcher-host")
+    log_start = pg.logfile.stat().st_size
+    try:
+        assert watch.worker_to_watch(conn, host.worker_id) == alive_id
+        for _ in range(5):
+            assert host.watcher.run_once(wait_seconds=0.05) == 0.0  # timed out: still alive
+        assert _server_log_since(pg, log_start).count(LOCK_TIMEOUT_ERROR) == 0
+        # The same bounded wait as a plain statement does log the error: the check above can fail.
+        with store.connect(db_url) as plain, pytest.raises(psycopg.errors.LockNotAvailable):
+            plain.execute("SET lock_timeout = '50ms'")
+            plain.execute("SELECT pg_advisory_lock(%s, %s)", (LIVENESS_LOCK_CLASS, alive_id))
+        wait_for(lambda: LOCK_TIMEOUT_ERROR in _server_log_since(pg, log_start), 10, "the plain wait's ERROR in the log")
+    finally:
+        _close(host)
+        alive.close()
+
+
+LOCK_TIMEOUT_ERROR = "canceling statement due to lock timeout"
+
+
+def _server_log_since(pg: PgCluster, offset: int) -> str:
+    with pg.logfile.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")

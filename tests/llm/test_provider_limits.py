@@ -5,27 +5,18 @@ an attempt."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
+from bench.fake_llm import FakeLLM, Reply
 from engine import store
 from engine.model import Event
 from engine.store.provider_limits import limits_list, parse_limits
 from engine.submit import submit_run
 from tests.chaos.support import assert_invariants, run_events, wait_registered, wait_terminal
-from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import make_run, step
 
 ENDS = {"step_succeeded", "step_retry_scheduled", "step_dead_lettered", "step_reclaimed", "step_cancelled"}
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[list[FakeLLM]]:
-    servers: list[FakeLLM] = []
-    yield servers
-    for server in servers:
-        server.close()
 
 
 def intervals(events: list[Event], names: set[str]) -> list[tuple[float, float]]:

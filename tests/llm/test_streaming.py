@@ -3,25 +3,15 @@ OpenAI-compatible server, or the offline model at its pace), usage and cost are 
 that breaks mid-way shows as interrupted and the retry starts fresh."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
+from bench.fake_llm import DEFAULT_TEXT, FakeLLM, Reply
 from engine import store
 from engine.model import StreamState
 from engine.store.streams import run_usage, stream_read
 from engine.submit import submit_run
 from engine.verify import verify_run
-from tests.fake_llm import DEFAULT_TEXT, FakeLLM, Reply
 from tests.helpers import make_run, step, wait_for
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[list[FakeLLM]]:
-    servers: list[FakeLLM] = []
-    yield servers
-    for server in servers:
-        server.close()
 
 
 def start_server(servers: list[FakeLLM], *script: Reply, default: Reply | None = None) -> FakeLLM:

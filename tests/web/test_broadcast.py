@@ -5,11 +5,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from app.broadcast import Broadcaster
+from app.broadcast import Broadcaster, Subscription
+from engine.model import Event
 from engine.store import connect
 from engine.store.chaos import worker_kill_record
 from engine.submit import submit_run
-from tests.helpers import FakeClock, make_run, step
+from tests.helpers import FakeClock, make_run, step, wait_for
 
 
 class Abort(Exception):
@@ -98,3 +99,36 @@ def test_the_listener_thread_delivers_live_events(db_url, conn):
         assert [e.id for e in received] == [event_id]
     finally:
         broadcaster.stop()
+
+
+
+LISTENERS = ("SELECT pid FROM pg_stat_activity WHERE application_name = 'dae-web-live' "
+             "AND datname = current_database()")
+
+
+def test_the_listener_thread_reconnects_when_its_connection_is_cut_and_misses_nothing(db_url, conn):
+    broadcaster = Broadcaster(db_url, poll_seconds=0.2)
+    sub = broadcaster.subscribe()
+    try:
+        first = audit_row(conn, "before")
+        assert [e.id for e in _receive(sub, {first})] == [first]
+        [cut] = conn.execute(LISTENERS).fetchall()
+        conn.execute("SELECT pg_terminate_backend(%s)", (cut["pid"],))
+        during = audit_row(conn, "while it reconnects")
+        wait_for(lambda: [r["pid"] for r in conn.execute(LISTENERS).fetchall()] not in ([], [cut["pid"]]), 10,
+                 "the listener to reconnect")
+        after = audit_row(conn, "after")
+        assert [e.id for e in _receive(sub, {during, after})] == [during, after]
+    finally:
+        broadcaster.stop()
+
+
+def _receive(sub: Subscription, ids: set[int], timeout: float = 10.0) -> list[Event]:
+    """What a subscription gets until it has every one of `ids`."""
+    received: list[Event] = []
+
+    def has_all() -> bool:
+        received.extend(sub.get_batch(0.2))
+        return ids <= {e.id for e in received}
+    wait_for(has_all, timeout, f"events {sorted(ids)}")
+    return received

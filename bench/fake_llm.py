@@ -1,10 +1,15 @@
-"""A local OpenAI-compatible server for the tests (no network): `/v1/chat/completions` answers with
-server-sent events — one `delta.content` chunk per word at a chosen pace, the usage in the final
-chunk, then `data: [DONE]` — or, per a script, with a 429 and Retry-After, a 5xx, a slow stream, or
-a stream that breaks mid-way (the connection closes without `[DONE]`).
+"""A local OpenAI-compatible server for the tests and the benchmarks (no network):
+`/v1/chat/completions` answers with server-sent events — one `delta.content` chunk per word at a
+chosen pace, the usage in the final chunk, then `data: [DONE]` — or, per a script, with a 429 and
+Retry-After, a 5xx, a slow stream, a stream that breaks mid-way (the connection closes without
+`[DONE]`), or words that are each the wall-clock time they were written (`Reply.stamped`, for
+latency measurements).
 
     server = FakeLLM(script=[Reply.rate_limited(2)], default=Reply.ok("One two three."))
     env = {"LLM_BASE_URL": server.url}
+
+It lives in bench/ because the benchmarks use it and bench/ must not import the tests; the tests
+import it from here. Standard library only.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class Reply:
     break_after_words: int | None = None  # close the connection after this many words, no [DONE]
     retry_after: str | None = None
     usage: bool = True                    # send usage in the final chunk
+    stamped: bool = False                 # each word is `[<unix time it was written>] `
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -46,8 +52,15 @@ class Reply:
     def broken(cls, after_words: int, tokens_per_second: float = 0.0, text: str = DEFAULT_TEXT) -> Reply:
         return cls(text=text, break_after_words=after_words, tokens_per_second=tokens_per_second)
 
+    @classmethod
+    def stamped_words(cls, words: int, tokens_per_second: float) -> Reply:
+        """`words` chunks, each carrying the time it was written: receive time − stamp = latency."""
+        return cls(text=" ".join(["stamp"] * words), tokens_per_second=tokens_per_second, stamped=True)
+
 
 class FakeLLM:
+    """The server, on a free local port: `url` is its LLM_BASE_URL; `requests` is what it was sent."""
+
     def __init__(self, script: list[Reply] | None = None, default: Reply | None = None) -> None:
         self.script = list(script or [])
         self.default = default or Reply.ok()
@@ -116,7 +129,8 @@ class FakeLLM:
                 return  # the socket closes with no [DONE]: a stream broken mid-way
             if reply.tokens_per_second:
                 time.sleep(1 / reply.tokens_per_second)  # the pace of a real provider's stream
-            self._event(handler, {"choices": [{"index": 0, "delta": {"content": word}}]})
+            content = f"[{time.time():.6f}] " if reply.stamped else word
+            self._event(handler, {"choices": [{"index": 0, "delta": {"content": content}}]})
         self._event(handler, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
             prompt = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
