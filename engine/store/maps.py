@@ -17,7 +17,7 @@ import psycopg
 EXPAND_MAPS = """
 WITH src AS (
     SELECT m.id AS map_id, m.run_id, m.name, m.tool, m.input, m.max_attempts, m.timeout_seconds,
-           m.backoff_base, m.backoff_max, m.delay_seconds, m.limit_key, p.id AS source_id, p.output -> 'items' AS items
+           m.backoff_base, m.backoff_max, m.delay_seconds, m.limit_key, m.client, p.id AS source_id, p.output -> 'items' AS items
     FROM steps m JOIN steps p ON p.id = m.map_source_id
     WHERE m.map_source_id = ANY(%(ids)b::bigint[]) AND NOT m.map_expanded AND m.status = 'pending'
       AND p.status = 'succeeded' AND jsonb_typeof(p.output -> 'items') = 'array'
@@ -26,12 +26,12 @@ WITH src AS (
 ), children AS (
     INSERT INTO steps (run_id, name, kind, tool, input, status, max_attempts, attempt_limit, timeout_seconds,
                        backoff_base, backoff_max, pending_deps, run_at, delay_seconds, map_parent_id, map_index,
-                       limit_key)
+                       limit_key, client)
     SELECT src.run_id, src.name || '[' || (e.ord - 1) || ']', split_part(src.name, '.', 1), src.tool,
            src.input || jsonb_build_object('item', e.item, 'index', e.ord - 1), 'ready', src.max_attempts,
            src.max_attempts, src.timeout_seconds, src.backoff_base, src.backoff_max, 0,
            now() + make_interval(secs => src.delay_seconds), src.delay_seconds, src.map_id, (e.ord - 1)::int,
-           src.limit_key
+           src.limit_key, src.client
     FROM src, jsonb_array_elements(src.items) WITH ORDINALITY AS e(item, ord)
     ORDER BY src.map_id, e.ord
     RETURNING id, run_id, map_parent_id, delay_seconds

@@ -62,10 +62,9 @@ WITH picked AS (
       AND NOT (s.kind = 'llm_call' AND EXISTS (SELECT 1 FROM run_budgets b WHERE b.run_id = s.run_id AND {OVER_BUDGET_FILTER}))
       -- MAX_RUNNING_STEPS_PER_CLIENT (steps.py): a web client at its cap gets no limited step either.
       -- Checked per candidate, not per batch: a client under the cap can pass it by this batch.
-      AND NOT (%(client_cap)s > 0 AND EXISTS (
-          SELECT 1 FROM runs r WHERE r.id = s.run_id AND r.client IS NOT NULL
-            AND (SELECT count(*) FROM steps s2 JOIN runs r2 ON r2.id = s2.run_id
-                 WHERE s2.status = 'running' AND r2.client = r.client) >= %(client_cap)s))
+      AND NOT (%(client_cap)s > 0 AND s.client IS NOT NULL
+               AND (SELECT count(*) FROM steps s2
+                    WHERE s2.status = 'running' AND s2.client = s.client) >= %(client_cap)s)
     ORDER BY s.run_at, s.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -27,9 +27,9 @@ RETURNING id
 _INSERT_STEPS = """
 WITH new_steps AS (
     INSERT INTO steps (run_id, name, kind, tool, input, status, max_attempts, attempt_limit,
-                       timeout_seconds, backoff_base, backoff_max, pending_deps)
+                       timeout_seconds, backoff_base, backoff_max, pending_deps, client)
     SELECT %(run)s, name, kind, tool, input, CASE WHEN deps = 0 THEN 'ready' ELSE 'pending' END,
-           max_attempts, max_attempts, timeout, base, cap, deps
+           max_attempts, max_attempts, timeout, base, cap, deps, %(client)s::text
     FROM unnest(%(names)b::text[], %(kinds)b::text[], %(tools)b::text[], %(inputs)b::jsonb[],
                 %(max_attempts)b::int[], %(timeouts)b::float8[], %(bases)b::float8[], %(caps)b::float8[],
                 %(deps)b::int[]) WITH ORDINALITY
@@ -82,7 +82,7 @@ def run_insert(conn: psycopg.Connection, spec: RunSpec, client: str | None = Non
     run_id = row["id"]
     edges = [(s.name, parent) for s in spec.steps for parent in s.depends_on]
     conn.execute(_INSERT_STEPS, {
-        "run": run_id, "goal": spec.goal, "count": len(spec.steps),
+        "run": run_id, "goal": spec.goal, "count": len(spec.steps), "client": client,
         "names": [s.name for s in spec.steps], "kinds": [s.kind for s in spec.steps],
         "tools": [s.tool for s in spec.steps], "inputs": [json.dumps(s.input) for s in spec.steps],
         "max_attempts": [s.max_attempts for s in spec.steps],

@@ -74,26 +74,26 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 """ + _CLAIM_PICKED
 
-# The claim with a cap of running steps per web client (runs.client; runs submitted elsewhere have
-# none and are not capped), so that no visitor holds more than a share of the slots however many
+# The claim with a cap of running steps per web client (steps.client, copied from runs.client; runs
+# submitted elsewhere have none and are not capped), so that no visitor holds more than a share of the slots however many
 # long steps they submit. Clients at the cap are skipped in the scan, so another client's step
 # behind thousands of theirs is found at once; a client below it gets at most what it has left in
 # this batch (the rows locked but not picked stay ready). Two workers claiming at the same moment
 # each count the running steps committed before their statement began, so a client can briefly
 # hold up to the cap times the number of claiming workers; the next claims then skip it.
 _CLAIM_CAPPED = """
-WITH running AS (
-    SELECT r.client, count(*) AS n FROM steps s JOIN runs r ON r.id = s.run_id
-    WHERE s.status = 'running' AND r.client IS NOT NULL
-    GROUP BY r.client
+WITH running AS (  -- the partial index steps_running_client (migration 0009)
+    SELECT s.client, count(*) AS n FROM steps s
+    WHERE s.status = 'running' AND s.client IS NOT NULL
+    GROUP BY s.client
 ), locked AS (
-    SELECT s.id, s.run_at, r.client FROM steps s JOIN runs r ON r.id = s.run_id
+    SELECT s.id, s.run_at, s.client FROM steps s
     WHERE s.status = 'ready' AND s.run_at <= now() AND s.limit_key IS NULL
-      AND """ + TOOL_FILTER + """  -- unqualified `tool` is the step's: runs has none
-      AND (r.client IS NULL OR r.client NOT IN (SELECT client FROM running WHERE n >= %(client_cap)s))
+      AND """ + TOOL_FILTER + """
+      AND (s.client IS NULL OR s.client NOT IN (SELECT client FROM running WHERE n >= %(client_cap)s))
     ORDER BY s.run_at, s.id
     LIMIT %(limit)s
-    FOR UPDATE OF s SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT x.id FROM (
         SELECT l.id, l.client, row_number() OVER (PARTITION BY l.client ORDER BY l.run_at, l.id) AS nth
@@ -489,12 +489,12 @@ ORDER BY run_at, id LIMIT 1
 
 _SECONDS_UNTIL_READY_CAPPED = """
 SELECT extract(epoch FROM s.run_at - now())::float8 AS wait
-FROM steps s JOIN runs r ON r.id = s.run_id
+FROM steps s
 WHERE s.status = 'ready' AND s.limit_key IS NULL AND """ + TOOL_FILTER + """
-  AND (r.client IS NULL OR r.client NOT IN (
-      SELECT r2.client FROM steps s2 JOIN runs r2 ON r2.id = s2.run_id
-      WHERE s2.status = 'running' AND r2.client IS NOT NULL
-      GROUP BY r2.client HAVING count(*) >= %(client_cap)s))
+  AND (s.client IS NULL OR s.client NOT IN (
+      SELECT s2.client FROM steps s2
+      WHERE s2.status = 'running' AND s2.client IS NOT NULL
+      GROUP BY s2.client HAVING count(*) >= %(client_cap)s))
 ORDER BY s.run_at, s.id LIMIT 1
 """
 
