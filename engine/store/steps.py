@@ -13,7 +13,7 @@ import psycopg
 
 from engine.store.errors import translated
 from engine.store.maps import EXPAND_MAPS, ready_count
-from engine.store.notify import notify_after_commit, queue_notify_after_record
+from engine.store.notify import RECORD_READY_SETTING, notify_after_commit, queue_notify_after_record
 
 # Routing: a worker claims only steps whose tool it offers (`llm_call` steps have no tool and every
 # worker runs them). The filter sits in the claim itself, on rows the `steps_ready` index scan
@@ -210,7 +210,11 @@ WITH raw AS (
 )
 SELECT (SELECT count(*) FROM promoted WHERE status = 'ready')
        + (SELECT count(*) FROM failed WHERE status = 'ready' AND delay <= 0) AS newly_ready,
-       (SELECT count(*) FROM discarded) AS discarded
+       (SELECT count(*) FROM discarded) AS discarded,
+       -- for the wake-up after the commit (notify.py): a session setting, kept once committed
+       set_config('""" + RECORD_READY_SETTING + """', coalesce((SELECT string_agg(id::text, ',') FROM (
+           SELECT id FROM promoted WHERE status = 'ready'
+           UNION ALL SELECT id FROM failed WHERE status = 'ready' AND delay <= 0) ready), ''), false) AS ready_ids
 """
 
 _LOCK_RUNS = """
@@ -414,7 +418,7 @@ def step_record_and_claim(conn: psycopg.Connection, worker: str, worker_id: int,
                                                           lease_seconds, client_cap, parent_bytes, tools)
             conn.execute("COMMIT")
             if announce:
-                queue_notify_after_record(conn, runs)
+                queue_notify_after_record(conn, runs, maps=expanded is not None)
             pipeline.sync()
     except psycopg.Error:
         status = conn.info.transaction_status
