@@ -13,6 +13,7 @@ from engine.model import StepStatus
 from tests.chaos.support import assert_invariants, wait_registered, wait_terminal
 from tests.helpers import make_run, step, wait_for
 from tests.web.support import WebServer
+from tests.web.support import submit_as as submit
 
 CAP = 3
 
@@ -22,12 +23,6 @@ def web(db_url: str, tmp_path: Path) -> Iterator[WebServer]:
     server = WebServer(db_url, tmp_path, CLIENT_IP_HEADER="X-Client").start()
     yield server
     server.stop()
-
-
-def submit(web: WebServer, body: dict, client: str) -> str:
-    status, answer = web.json("POST", "/api/runs", body, headers={"X-Client": client})
-    assert status == 201, answer
-    return answer["runId"]
 
 
 def running_steps(conn, run_ids: list[str]) -> int:  # noqa: ANN001 - a psycopg connection

@@ -26,6 +26,7 @@ from engine.verify import verify_run
 from tests.api.test_primitives_api import approval_run, wait_run, wait_waiting
 from tests.helpers import make_run, step
 from tests.web.support import WebServer
+from tests.web.support import submit_as as submit
 
 ACTIONS = 60
 HUGE_OFFSET = 9_999_999_999  # ten digits: the most a `streams` pair or `offset` may carry
@@ -37,12 +38,6 @@ def web(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                        ACTIONS_PER_WINDOW=str(ACTIONS), RATE_WINDOW_SECONDS="600").start()
     yield server
     server.stop()
-
-
-def submit(web: WebServer, body: dict, client: str) -> str:
-    status, created = web.json("POST", "/api/runs", body, headers={"X-Client": client})
-    assert status == 201, created
-    return created["runId"]
 
 
 def signal(web: WebServer, run_id: str, step_name: str, raw: bytes, client: str) -> tuple[int, dict]:

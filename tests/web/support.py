@@ -120,6 +120,14 @@ class WebServer:
         self.log.close()
 
 
+def submit_as(web: WebServer, body: dict, client: str) -> str:
+    """Submit `body` over the API as the web client `client` (the server trusts an `X-Client`
+    header: start it with CLIENT_IP_HEADER="X-Client"); returns the run id."""
+    status, created = web.json("POST", "/api/runs", body, headers={"X-Client": client})
+    assert status == 201, created
+    return created["runId"]
+
+
 class KeepAlive:
     """Restarts worker processes that die, as supervisord's autorestart does in the appliance."""
 
