@@ -21,7 +21,7 @@ from engine.model import ProviderLimit
 from engine.store.budgets import OVER_BUDGET_FILTER, runs_fail_over_budget
 from engine.store.errors import translated
 from engine.store.notify import notify_after_commit
-from engine.store.steps import CLAIM_RESULT, PARENT_BYTES_UNLIMITED, TOOL_FILTER, ClaimedStep
+from engine.store.steps import CLAIM_RESULT, CLIENTS_AT_CAP, PARENT_BYTES_UNLIMITED, TOOL_FILTER, ClaimedStep
 
 LIMIT_FIELDS = {"concurrency": "concurrency", "requestsPerMinute": "requests_per_minute",
                 "tokensPerMinute": "tokens_per_minute"}
@@ -62,9 +62,7 @@ WITH picked AS (
       AND NOT (s.kind = 'llm_call' AND EXISTS (SELECT 1 FROM run_budgets b WHERE b.run_id = s.run_id AND {OVER_BUDGET_FILTER}))
       -- MAX_RUNNING_STEPS_PER_CLIENT (steps.py): a web client at its cap gets no limited step either.
       -- Checked per candidate, not per batch: a client under the cap can pass it by this batch.
-      AND NOT (%(client_cap)s > 0 AND s.client IS NOT NULL
-               AND (SELECT count(*) FROM steps s2
-                    WHERE s2.status = 'running' AND s2.client = s.client) >= %(client_cap)s)
+      AND NOT (%(client_cap)s > 0 AND s.client IS NOT NULL AND s.client IN ({CLIENTS_AT_CAP}))
     ORDER BY s.run_at, s.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -74,9 +74,16 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 """ + _CLAIM_PICKED
 
-# The claim with a cap of running steps per web client (steps.client, copied from runs.client; runs
-# submitted elsewhere have none and are not capped), so that no visitor holds more than a share of the slots however many
-# long steps they submit. Clients at the cap are skipped in the scan, so another client's step
+# The web clients at MAX_RUNNING_STEPS_PER_CLIENT right now (from the partial index
+# steps_running_client, migration 0009): their ready steps are not claimable. Shared by the idle
+# wait and the limited claim (provider_limits.py); the capped claim below counts per client itself,
+# since it also needs each client's number.
+CLIENTS_AT_CAP = """SELECT client FROM steps WHERE status = 'running' AND client IS NOT NULL
+    GROUP BY client HAVING count(*) >= %(client_cap)s"""
+
+# The claim with a cap of running steps per web client (steps.client, copied from runs.client;
+# runs submitted elsewhere have none and are not capped), so that no visitor holds more than a
+# share of the slots however many long steps they submit. Clients at the cap are skipped in the scan, so another client's step
 # behind thousands of theirs is found at once; a client below it gets at most what it has left in
 # this batch (the rows locked but not picked stay ready). Two workers claiming at the same moment
 # each count the running steps committed before their statement began, so a client can briefly
@@ -495,10 +502,7 @@ _SECONDS_UNTIL_READY_CAPPED = """
 SELECT extract(epoch FROM s.run_at - now())::float8 AS wait
 FROM steps s
 WHERE s.status = 'ready' AND s.limit_key IS NULL AND """ + TOOL_FILTER + """
-  AND (s.client IS NULL OR s.client NOT IN (
-      SELECT s2.client FROM steps s2
-      WHERE s2.status = 'running' AND s2.client IS NOT NULL
-      GROUP BY s2.client HAVING count(*) >= %(client_cap)s))
+  AND (s.client IS NULL OR s.client NOT IN (""" + CLIENTS_AT_CAP + """))
 ORDER BY s.run_at, s.id LIMIT 1
 """
 

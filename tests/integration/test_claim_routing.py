@@ -58,3 +58,16 @@ def test_the_limited_claim_takes_only_the_claimers_tools(conn, settings):
     assert alpha.tool == "alpha"
     rows = conn.execute("SELECT tool, lease_owner FROM steps WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
     assert [(r["tool"], r["lease_owner"]) for r in rows] == [("alpha", "alpha-1"), ("beta", "beta-1")]
+
+
+def test_the_idle_wait_skips_the_steps_of_a_client_at_its_running_cap(conn, settings):
+    """MAX_RUNNING_STEPS_PER_CLIENT in the idle wait: a worker must not wake early for steps it may
+    not claim (a client at its cap), and must see another client's step."""
+    submit_run(conn, make_run(*[step(f"tool_call.s{i}", tool="fetch_data") for i in range(2)], goal="hog"),
+               settings, client="hog")
+    [held] = step_claim(conn, "w", 0, 1, 30, client_cap=1)
+    assert step_seconds_until_ready(conn, client_cap=1) is None  # hog's other step: not claimable now
+    assert step_seconds_until_ready(conn) is not None  # uncapped, it is
+    submit_run(conn, make_run(step("tool_call.t", tool="fetch_data"), goal="other"), settings, client="other")
+    assert step_seconds_until_ready(conn, client_cap=1) is not None
+    assert held.name == "tool_call.s0"
